@@ -1,0 +1,110 @@
+"""Account rules, free of I/O: what a valid registration is, how passwords and
+refresh tokens are kept, and what an access token says."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from runtime.errors import Violations
+from runtime.identity import Role
+
+ACCESS_TOKEN_TTL = timedelta(minutes=15)
+REFRESH_TOKEN_TTL = timedelta(days=30)
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 256
+MAX_DISPLAY_NAME_LENGTH = 100
+MAX_EMAIL_LENGTH = 254
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{_LABEL}(?:\.{_LABEL})+$")
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: uuid.UUID
+    email: str
+    display_name: str
+    role: Role
+    create_time: datetime
+
+
+def normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def check_registration(email: str, password: str, display_name: str) -> None:
+    """Raises INVALID_ARGUMENT naming every field that is wrong."""
+    problems = Violations()
+    email = normalize_email(email)
+    if not email:
+        problems.add("email", "is required")
+    elif len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
+        problems.add("email", "is not a valid email address")
+    if not password:
+        problems.add("password", "is required")
+    elif len(password) < MIN_PASSWORD_LENGTH:
+        problems.add("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
+    elif len(password) > MAX_PASSWORD_LENGTH:
+        problems.add("password", f"must be at most {MAX_PASSWORD_LENGTH} characters")
+    if not display_name.strip():
+        problems.add("display_name", "is required")
+    elif len(display_name.strip()) > MAX_DISPLAY_NAME_LENGTH:
+        problems.add("display_name", f"must be at most {MAX_DISPLAY_NAME_LENGTH} characters")
+    problems.raise_if_any()
+
+
+class Passwords:
+    """argon2id hashing; verification costs the same whether or not the user exists."""
+
+    def __init__(self, time_cost: int, memory_kib: int) -> None:
+        self._hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=1)
+        # Checked when the email is unknown, so a miss takes as long as a hit.
+        self._decoy = self._hasher.hash(secrets.token_urlsafe(16))
+
+    def hash(self, password: str) -> str:
+        return self._hasher.hash(password)
+
+    def verify(self, password_hash: str | None, password: str) -> bool:
+        try:
+            return self._hasher.verify(password_hash or self._decoy, password) and (
+                password_hash is not None
+            )
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def needs_rehash(self, password_hash: str) -> bool:
+        return self._hasher.check_needs_rehash(password_hash)
+
+
+def new_refresh_token() -> tuple[str, bytes]:
+    """A random refresh token and the digest under which it is stored."""
+    token = secrets.token_urlsafe(32)
+    return token, refresh_token_digest(token)
+
+
+def refresh_token_digest(token: str) -> bytes:
+    # The token is 256 random bits, so a plain hash is enough to make a
+    # stolen table useless; no salt or stretching needed.
+    return hashlib.sha256(token.encode()).digest()
+
+
+def access_claims(user: User, now: datetime, issuer: str, audience: str) -> dict[str, Any]:
+    return {
+        "iss": issuer,
+        "aud": audience,
+        "sub": str(user.user_id),
+        "role": user.role.value,
+        "email": user.email,
+        "iat": int(now.timestamp()),
+        "exp": int((now + ACCESS_TOKEN_TTL).timestamp()),
+        "jti": uuid.uuid4().hex,
+    }

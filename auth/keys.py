@@ -1,0 +1,136 @@
+"""The auth service's signing keys: ES256 (P-256) keys kept as PEM files.
+
+Keys live in AUTH_KEYS_DIR, generated on setup and never committed. The
+newest key signs; every key in the directory is published in the JWKS, so a
+new key can be added and tokens signed by the old one keep verifying until
+they expire. Key ids are RFC 7638 thumbprints.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from runtime.identity import ALGORITHM
+
+log = logging.getLogger(__name__)
+
+RELOAD_CHECK_SECONDS = 5.0
+
+
+def _b64url(number: int) -> str:
+    return base64.urlsafe_b64encode(number.to_bytes(32, "big")).decode().rstrip("=")
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    private_key: ec.EllipticCurvePrivateKey
+
+    @property
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self.private_key.public_key()
+
+    def jwk(self) -> dict[str, str]:
+        numbers = self.public_key.public_numbers()
+        return {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": _b64url(numbers.x),
+            "y": _b64url(numbers.y),
+            "kid": self.kid,
+            "alg": ALGORITHM,
+            "use": "sig",
+        }
+
+    @classmethod
+    def from_pem(cls, pem: bytes) -> SigningKey:
+        key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
+            raise ValueError("signing keys must be EC P-256")
+        numbers = key.public_key().public_numbers()
+        # RFC 7638: the thumbprint of the required members in lexicographic order.
+        canonical = json.dumps(
+            {"crv": "P-256", "kty": "EC", "x": _b64url(numbers.x), "y": _b64url(numbers.y)},
+            separators=(",", ":"),
+            sort_keys=True,
+        )
+        kid = base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest())
+        return cls(kid.decode().rstrip("="), key)
+
+
+def generate_key(keys_dir: Path) -> Path:
+    """Writes a new signing key; it becomes the one that signs."""
+    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path = keys_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(3).hex()}.pem"
+    path.write_bytes(pem)
+    path.chmod(0o600)
+    log.info("generated signing key %s", path.name)
+    return path
+
+
+def ensure_key(keys_dir: Path) -> None:
+    if not list(keys_dir.glob("*.pem")):
+        generate_key(keys_dir)
+
+
+class KeyRing:
+    """All keys of the directory, reloaded when the directory changes."""
+
+    def __init__(self, keys_dir: Path) -> None:
+        self._dir = keys_dir
+        self._lock = threading.Lock()
+        self._stamp: tuple[float, int] | None = None
+        self._checked_at = 0.0
+        self._keys: list[SigningKey] = []
+        self._load()
+
+    def _load(self) -> None:
+        paths = sorted(self._dir.glob("*.pem"))
+        if not paths:
+            raise RuntimeError(f"no signing keys in {self._dir}: run `python -m auth keys`")
+        self._keys = [SigningKey.from_pem(p.read_bytes()) for p in paths]
+        self._stamp = (self._dir.stat().st_mtime, len(paths))
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked_at < RELOAD_CHECK_SECONDS:
+            return
+        with self._lock:
+            self._checked_at = now
+            stamp = (self._dir.stat().st_mtime, len(list(self._dir.glob("*.pem"))))
+            if stamp != self._stamp:
+                self._load()
+                log.info("signing keys reloaded: %s", [k.kid for k in self._keys])
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        self._refresh()
+        current = self._keys[-1]
+        return jwt.encode(
+            claims, current.private_key, algorithm=ALGORITHM, headers={"kid": current.kid}
+        )
+
+    def public_key(self, kid: str) -> ec.EllipticCurvePublicKey | None:
+        self._refresh()
+        return next((k.public_key for k in self._keys if k.kid == kid), None)
+
+    def jwks(self) -> list[dict[str, str]]:
+        self._refresh()
+        return [k.jwk() for k in self._keys]

@@ -1,0 +1,166 @@
+"""The auth database: users, refresh tokens and the outbox."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from auth.domain import User
+from runtime.identity import Role
+from runtime.outbox import outbox_table
+
+metadata = sa.MetaData()
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("user_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("email", sa.Text, nullable=False, unique=True),
+    sa.Column("display_name", sa.Text, nullable=False),
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("role", sa.Text, nullable=False),
+    sa.Column(
+        "create_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.CheckConstraint("role IN ('user', 'organizer', 'admin')", name="users_role_valid"),
+    sa.Index("users_by_create_time", "create_time", "user_id"),
+)
+
+refresh_tokens = sa.Table(
+    "refresh_tokens",
+    metadata,
+    sa.Column("token_digest", sa.LargeBinary, primary_key=True),
+    # Every token descended from one login shares a family; reuse revokes it.
+    sa.Column("family_id", pg.UUID(as_uuid=True), nullable=False, index=True),
+    sa.Column("user_id", pg.UUID(as_uuid=True), sa.ForeignKey("users.user_id"), nullable=False),
+    sa.Column(
+        "create_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("expire_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("used_time", sa.DateTime(timezone=True)),
+    sa.Column("revoked_time", sa.DateTime(timezone=True)),
+)
+
+outbox = outbox_table(metadata)
+
+_USER_COLUMNS = (
+    users.c.user_id,
+    users.c.email,
+    users.c.display_name,
+    users.c.role,
+    users.c.create_time,
+)
+
+
+def _user(row: sa.Row) -> User:
+    return User(row.user_id, row.email, row.display_name, Role(row.role), row.create_time)
+
+
+class Accounts:
+    """Queries on one connection, inside the caller's transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add_user(self, user: User, password_hash: str) -> bool:
+        """False if the email is taken."""
+        inserted = await self._conn.execute(
+            pg.insert(users)
+            .values(
+                user_id=user.user_id,
+                email=user.email,
+                display_name=user.display_name,
+                password_hash=password_hash,
+                role=user.role.value,
+                create_time=user.create_time,
+            )
+            .on_conflict_do_nothing(index_elements=[users.c.email])
+            .returning(users.c.user_id)
+        )
+        return inserted.first() is not None
+
+    async def get(self, user_id: uuid.UUID) -> User | None:
+        row = (
+            await self._conn.execute(sa.select(*_USER_COLUMNS).where(users.c.user_id == user_id))
+        ).first()
+        return _user(row) if row else None
+
+    async def by_email(self, email: str) -> tuple[User, str] | None:
+        row = (
+            await self._conn.execute(
+                sa.select(*_USER_COLUMNS, users.c.password_hash).where(users.c.email == email)
+            )
+        ).first()
+        return (_user(row), row.password_hash) if row else None
+
+    async def set_password_hash(self, user_id: uuid.UUID, password_hash: str) -> None:
+        await self._conn.execute(
+            users.update().where(users.c.user_id == user_id).values(password_hash=password_hash)
+        )
+
+    async def set_role(self, user_id: uuid.UUID, role: Role) -> User | None:
+        row = (
+            await self._conn.execute(
+                users.update()
+                .where(users.c.user_id == user_id)
+                .values(role=role.value)
+                .returning(*_USER_COLUMNS)
+            )
+        ).first()
+        return _user(row) if row else None
+
+    async def page(self, limit: int, after: tuple[datetime, uuid.UUID] | None) -> list[User]:
+        query = sa.select(*_USER_COLUMNS).order_by(users.c.create_time, users.c.user_id)
+        if after:
+            query = query.where(sa.tuple_(users.c.create_time, users.c.user_id) > after)
+        return [_user(r) for r in await self._conn.execute(query.limit(limit))]
+
+    async def add_refresh_token(
+        self, digest: bytes, family_id: uuid.UUID, user_id: uuid.UUID, expire_time: datetime
+    ) -> None:
+        await self._conn.execute(
+            refresh_tokens.insert().values(
+                token_digest=digest,
+                family_id=family_id,
+                user_id=user_id,
+                expire_time=expire_time,
+            )
+        )
+
+    async def spend_refresh_token(self, digest: bytes) -> sa.Row | None:
+        """Marks a live token used and returns (family_id, user_id); None if it was not live."""
+        return (
+            await self._conn.execute(
+                refresh_tokens.update()
+                .where(
+                    refresh_tokens.c.token_digest == digest,
+                    refresh_tokens.c.used_time.is_(None),
+                    refresh_tokens.c.revoked_time.is_(None),
+                    refresh_tokens.c.expire_time > sa.func.now(),
+                )
+                .values(used_time=sa.func.now())
+                .returning(refresh_tokens.c.family_id, refresh_tokens.c.user_id)
+            )
+        ).first()
+
+    async def find_refresh_token(self, digest: bytes) -> sa.Row | None:
+        return (
+            await self._conn.execute(
+                sa.select(
+                    refresh_tokens.c.family_id,
+                    refresh_tokens.c.used_time,
+                    refresh_tokens.c.revoked_time,
+                ).where(refresh_tokens.c.token_digest == digest)
+            )
+        ).first()
+
+    async def revoke_family(self, family_id: uuid.UUID) -> None:
+        await self._conn.execute(
+            refresh_tokens.update()
+            .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_time.is_(None))
+            .values(revoked_time=sa.func.now())
+        )

@@ -1,0 +1,211 @@
+"""Auth use cases, each one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from auth import domain
+from auth.domain import User
+from auth.keys import KeyRing
+from auth.repository import Accounts, outbox
+from runtime import pagination, timestamps
+from runtime.errors import ServiceError, bad_field, not_found
+from runtime.identity import Role
+from runtime.outbox import enqueue
+from ticketing.auth.v1 import messages_pb2
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+
+
+def _invalid_credentials() -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS", "invalid email or password"
+    )
+
+
+def _invalid_refresh(reason: str, message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.UNAUTHENTICATED, reason, message)
+
+
+def _user_id(raw: str, field: str = "user_id") -> uuid.UUID:
+    try:
+        return uuid.UUID(raw)
+    except ValueError as exc:
+        raise bad_field(field, "is not a valid id") from exc
+
+
+class AuthUseCases:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        keys: KeyRing,
+        passwords: domain.Passwords,
+        issuer: str,
+        audience: str,
+    ) -> None:
+        self._engine = engine
+        self._keys = keys
+        self._passwords = passwords
+        self._issuer = issuer
+        self._audience = audience
+
+    async def register(
+        self,
+        email: str,
+        password: str,
+        display_name: str,
+        role: Role = Role.USER,
+    ) -> User:
+        domain.check_registration(email, password, display_name)
+        user = User(
+            uuid.uuid4(),
+            domain.normalize_email(email),
+            display_name.strip(),
+            role,
+            datetime.now(UTC),
+        )
+        password_hash = await asyncio.to_thread(self._passwords.hash, password)
+        async with self._engine.begin() as conn:
+            if not await Accounts(conn).add_user(user, password_hash):
+                raise ServiceError(
+                    grpc.StatusCode.ALREADY_EXISTS,
+                    "EMAIL_TAKEN",
+                    "an account with this email already exists",
+                    {"email": user.email},
+                )
+            await enqueue(
+                conn,
+                outbox,
+                "user.registered",
+                messages_pb2.UserRegistered(
+                    user_id=str(user.user_id),
+                    email=user.email,
+                    display_name=user.display_name,
+                    register_time=timestamps.to_proto(user.create_time),
+                ),
+            )
+        log.info("registered user %s", user.user_id)
+        return user
+
+    async def login(self, email: str, password: str) -> Tokens:
+        if not email or not password:
+            raise _invalid_credentials()
+        async with self._engine.connect() as conn:
+            found = await Accounts(conn).by_email(domain.normalize_email(email))
+        user, password_hash = found if found else (None, None)
+        if not await asyncio.to_thread(self._passwords.verify, password_hash, password):
+            raise _invalid_credentials()
+        assert user is not None and password_hash is not None
+        async with self._engine.begin() as conn:
+            accounts = Accounts(conn)
+            if self._passwords.needs_rehash(password_hash):
+                new_hash = await asyncio.to_thread(self._passwords.hash, password)
+                await accounts.set_password_hash(user.user_id, new_hash)
+            return await self._issue(accounts, user, family_id=uuid.uuid4())
+
+    async def refresh(self, refresh_token: str) -> Tokens:
+        if not refresh_token:
+            raise bad_field("refresh_token", "is required")
+        digest = domain.refresh_token_digest(refresh_token)
+        async with self._engine.begin() as conn:
+            accounts = Accounts(conn)
+            spent = await accounts.spend_refresh_token(digest)
+            if spent is not None:
+                user = await accounts.get(spent.user_id)
+                if user is not None:
+                    return await self._issue(accounts, user, spent.family_id)
+            known = await accounts.find_refresh_token(digest)
+            reused = known is not None and known.used_time is not None
+            if reused:
+                # Someone replays a spent token: either it leaked or the real
+                # client is racing a thief. End the whole session either way.
+                await accounts.revoke_family(known.family_id)
+        if reused:
+            log.warning("refresh token reuse; revoked family %s", known.family_id)
+            raise _invalid_refresh(
+                "REFRESH_TOKEN_REUSED", "refresh token already used; the session is revoked"
+            )
+        raise _invalid_refresh("INVALID_REFRESH_TOKEN", "refresh token is invalid or expired")
+
+    async def logout(self, refresh_token: str) -> None:
+        if not refresh_token:
+            raise bad_field("refresh_token", "is required")
+        async with self._engine.begin() as conn:
+            accounts = Accounts(conn)
+            known = await accounts.find_refresh_token(domain.refresh_token_digest(refresh_token))
+            if known is not None:
+                await accounts.revoke_family(known.family_id)
+
+    async def get_user(self, user_id: str) -> User:
+        async with self._engine.connect() as conn:
+            user = await Accounts(conn).get(_user_id(user_id))
+        if user is None:
+            raise not_found("user", user_id)
+        return user
+
+    async def list_users(self, page_size: int, page_token: str) -> tuple[list[User], str]:
+        limit = pagination.page_size(page_size)
+        cursor = pagination.decode_token(page_token)
+        try:
+            after = (
+                (datetime.fromisoformat(cursor["t"]), uuid.UUID(cursor["id"])) if cursor else None
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise bad_field("page_token", "is not a token from a previous page") from exc
+        async with self._engine.connect() as conn:
+            found = await Accounts(conn).page(limit + 1, after)
+        page, more = found[:limit], len(found) > limit
+        next_token = (
+            pagination.encode_token(
+                {"t": page[-1].create_time.isoformat(), "id": str(page[-1].user_id)}
+            )
+            if more
+            else ""
+        )
+        return page, next_token
+
+    async def set_role(self, user_id: str, role: Role) -> User:
+        async with self._engine.begin() as conn:
+            user = await Accounts(conn).set_role(_user_id(user_id), role)
+        if user is None:
+            raise not_found("user", user_id)
+        log.info("user %s is now %s", user_id, role.value)
+        return user
+
+    async def ensure_admin(self, email: str, password: str) -> None:
+        async with self._engine.connect() as conn:
+            found = await Accounts(conn).by_email(domain.normalize_email(email))
+        if found is None:
+            try:
+                await self.register(email, password, "Administrator", role=Role.ADMIN)
+                log.info("created admin account %s", email)
+            except ServiceError as err:
+                if err.code is not grpc.StatusCode.ALREADY_EXISTS:
+                    raise  # else another replica created it first
+        elif found[0].role is not Role.ADMIN:
+            await self.set_role(str(found[0].user_id), Role.ADMIN)
+
+    async def _issue(self, accounts: Accounts, user: User, family_id: uuid.UUID) -> Tokens:
+        now = datetime.now(UTC)
+        refresh_token, digest = domain.new_refresh_token()
+        await accounts.add_refresh_token(
+            digest, family_id, user.user_id, now + domain.REFRESH_TOKEN_TTL
+        )
+        access_token = self._keys.sign(
+            domain.access_claims(user, now, self._issuer, self._audience)
+        )
+        return Tokens(access_token, refresh_token, int(domain.ACCESS_TOKEN_TTL.total_seconds()))

@@ -1,0 +1,1 @@
+"""Shared runtime of the ticketing services: config, server, errors, db, broker."""

@@ -1,0 +1,73 @@
+"""Configuration from environment variables, with localhost defaults.
+
+Every setting has a default that works on a developer machine with the
+backing services on their standard ports, so `python -m auth` just runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("auth", "booking", "event", "payment", "notification")
+DEFAULT_PORTS = {
+    "auth": 3001,
+    "booking": 3002,
+    "event": 3003,
+    "payment": 3004,
+    "notification": 3005,
+}
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
+def grpc_addr(service: str) -> str:
+    """Where `service` listens, e.g. AUTH_GRPC_ADDR=127.0.0.1:3001."""
+    return env_str(f"{service.upper()}_GRPC_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str
+    listen_addr: str
+    database_url: str
+    redis_url: str
+    amqp_url: str
+    jwt_issuer: str
+    jwt_audience: str
+    keys_dir: Path
+    log_level: str
+    shutdown_grace_seconds: float
+    db_pool_size: int
+
+    @classmethod
+    def load(cls, service: str) -> Settings:
+        prefix = service.upper()
+        pg = env_str("PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+        return cls(
+            service=service,
+            listen_addr=grpc_addr(service),
+            database_url=env_str(f"{prefix}_DATABASE_URL", f"{pg}/{service}"),
+            redis_url=env_str("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            amqp_url=env_str("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
+            jwt_issuer=env_str("JWT_ISSUER", "ticketing-auth"),
+            jwt_audience=env_str("JWT_AUDIENCE", "ticketing"),
+            keys_dir=Path(env_str("AUTH_KEYS_DIR", str(REPO_ROOT / "var" / "keys"))),
+            log_level=env_str("LOG_LEVEL", "INFO"),
+            shutdown_grace_seconds=env_float("SHUTDOWN_GRACE_SECONDS", 10.0),
+            db_pool_size=env_int("DB_POOL_SIZE", 10),
+        )

@@ -1,0 +1,87 @@
+"""PostgreSQL access: one async engine per service database, and migrations.
+
+Each service owns one database on the shared server and changes its schema
+only through its Alembic migrations (`<service>/migrations`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from runtime.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def async_engine(settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+    )
+
+
+def create_database_if_missing(database_url: str) -> None:
+    url = make_url(database_url)
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.scalar(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                {"name": url.database},
+            )
+            if not exists:
+                conn.execute(sa.text(f'CREATE DATABASE "{url.database}"'))
+                log.info("created database %s", url.database)
+    finally:
+        admin.dispose()
+
+
+def libpq_url(database_url: str) -> str:
+    """The SQLAlchemy URL as a plain libpq URL, for psycopg used directly."""
+    url = make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+def migrate(service: str, database_url: str) -> None:
+    """Creates the service's database if needed and upgrades it to head."""
+    create_database_if_missing(database_url)
+    config = Config()
+    config.set_main_option("script_location", f"{service}:migrations")
+    config.set_main_option("sqlalchemy.url", database_url.replace("%", "%%"))
+    command.upgrade(config, "head")
+
+
+def run_migrations(target_metadata: sa.MetaData) -> None:
+    """The body of every service's migrations/env.py."""
+    from alembic import context
+
+    url = context.config.get_main_option("sqlalchemy.url")
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as connection:
+        # Replicas start together; one migrates while the others wait.
+        connection.execute(sa.text("SELECT pg_advisory_lock(hashtext('alembic'))"))
+        connection.commit()  # the lock is per session; Alembic runs its own transaction
+        context.configure(connection=connection, target_metadata=target_metadata)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+@contextlib.asynccontextmanager
+async def disposing(engine: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """Closes the engine's pool when the service stops."""
+    try:
+        yield engine
+    finally:
+        await engine.dispose()

@@ -1,0 +1,146 @@
+"""The one server interceptor every service runs.
+
+For each unary RPC it: adopts or mints the request id, enforces the RPC's
+declared access rule (`ticketing.common.v1.access`), maps `ServiceError` to a
+rich `google.rpc.Status`, hides unexpected exceptions behind INTERNAL, and
+writes one structured log line and the RPC metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+
+from runtime import metrics
+from runtime.errors import (
+    INTERNAL_STATUS,
+    STATUS_DETAILS_KEY,
+    ServiceError,
+    permission_denied,
+    unauthenticated,
+)
+from runtime.identity import Caller, Role, TokenVerifier, bearer_token, current_caller
+from runtime.logs import request_id_var
+from ticketing.common.v1 import access_pb2
+
+log = logging.getLogger("rpc")
+
+REQUEST_ID_HEADER = "x-request-id"
+_ROLES_FOR_ACCESS = {
+    access_pb2.ACCESS_SIGNED_IN: None,
+    access_pb2.ACCESS_ORGANIZER: (Role.ORGANIZER, Role.ADMIN),
+    access_pb2.ACCESS_ADMIN: (Role.ADMIN,),
+}
+
+
+def access_rules(services: Iterable[ServiceDescriptor]) -> dict[str, int]:
+    """Maps '/pkg.Service/Method' to its declared access; every RPC must declare one."""
+    rules = {}
+    for service in services:
+        for method in service.methods:
+            access = method.GetOptions().Extensions[access_pb2.access]
+            if access == access_pb2.ACCESS_UNSPECIFIED:
+                raise RuntimeError(f"{service.full_name}.{method.name} declares no access rule")
+            rules[f"/{service.full_name}/{method.name}"] = access
+    return rules
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, rules: dict[str, int], verifier: TokenVerifier) -> None:
+        self._rules = rules
+        self._verifier = verifier
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        access = self._rules.get(details.method)
+        # Health checks and reflection are not ours to wrap.
+        if handler is None or access is None or handler.unary_unary is None:
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            self._wrap(details.method, access, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap(
+        self, method: str, access: int, inner: Callable[[Any, grpc.aio.ServicerContext], Any]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            metadata = context.invocation_metadata()
+            request_id = _header(metadata, REQUEST_ID_HEADER) or uuid.uuid4().hex
+            id_token = request_id_var.set(request_id)
+            code = grpc.StatusCode.OK
+            who: Caller | None = None
+            try:
+                who = await self._authenticate(access, metadata)
+                current_caller.set(who)
+                return await inner(request, context)
+            except ServiceError as err:
+                code = err.code
+                if err.code is not grpc.StatusCode.INVALID_ARGUMENT:
+                    log.info("refused: %s", err)
+                await context.abort(
+                    err.code,
+                    err.message,
+                    trailing_metadata=((STATUS_DETAILS_KEY, err.to_status().SerializeToString()),),
+                )
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unhandled error in %s", method)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL,
+                    INTERNAL_STATUS.message,
+                    trailing_metadata=((STATUS_DETAILS_KEY, INTERNAL_STATUS.SerializeToString()),),
+                )
+            finally:
+                elapsed = time.perf_counter() - started
+                metrics.observe_rpc(method, code.name, elapsed)
+                log.info(
+                    "%s %s %.1fms",
+                    method,
+                    code.name,
+                    elapsed * 1000,
+                    extra={"user_id": who.user_id if who else None},
+                )
+                request_id_var.reset(id_token)
+
+        return behavior
+
+    async def _authenticate(
+        self, access: int, metadata: tuple[tuple[str, str | bytes], ...] | None
+    ) -> Caller | None:
+        if access not in _ROLES_FOR_ACCESS:
+            return None  # public and mesh-internal RPCs need no user
+        token = bearer_token(metadata)
+        if token is None:
+            raise unauthenticated()
+        who = await self._verifier.verify(token)
+        allowed = _ROLES_FOR_ACCESS[access]
+        if allowed is not None and who.role not in allowed:
+            raise permission_denied(f"requires role {' or '.join(r.value for r in allowed)}")
+        return who
+
+
+def _header(metadata: tuple[tuple[str, str | bytes], ...] | None, name: str) -> str | None:
+    for key, value in metadata or ():
+        if key == name and isinstance(value, str):
+            return value
+    return None

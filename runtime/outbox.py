@@ -1,0 +1,217 @@
+"""Transactional outbox: messages are rows written with the state change.
+
+A service that publishes adds an `outbox` row in the same PostgreSQL
+transaction as the change the message announces, so a message exists if and
+only if the change committed. The relay publishes rows to RabbitMQ with
+publisher confirms and `mandatory`, and marks a row sent only once the broker
+has confirmed it; while the broker is away rows wait and the relay retries
+with backoff. Rows are claimed with FOR UPDATE SKIP LOCKED, so any number of
+relays may run. Delivery is at-least-once: subscribers dedupe on message_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import pika
+import pika.exceptions
+import psycopg
+import sqlalchemy as sa
+from google.protobuf.message import Message
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from runtime import metrics
+from runtime.db import libpq_url
+from runtime.logs import request_id_var
+
+log = logging.getLogger(__name__)
+
+EXCHANGE = "ticketing.events"
+CONTENT_TYPE = "application/x-protobuf"
+NOTIFY_CHANNEL = "outbox"
+BATCH_SIZE = 200
+MAX_RETRY_DELAY_SECONDS = 60
+SENT_RETENTION = "1 day"
+PURGE_INTERVAL_SECONDS = 600
+
+
+def outbox_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "outbox",
+        metadata,
+        sa.Column("message_id", pg.UUID(as_uuid=True), primary_key=True),
+        sa.Column("routing_key", sa.Text, nullable=False),
+        sa.Column("message_type", sa.Text, nullable=False),
+        sa.Column("payload", sa.LargeBinary, nullable=False),
+        sa.Column("correlation_id", sa.Text, nullable=False, server_default=""),
+        sa.Column(
+            "create_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+        ),
+        sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+        sa.Column(
+            "next_attempt_time",
+            sa.DateTime(timezone=True),
+            nullable=False,
+            server_default=sa.func.now(),
+        ),
+        sa.Column("sent_time", sa.DateTime(timezone=True)),
+        sa.Index(
+            "outbox_unsent", "next_attempt_time", postgresql_where=sa.text("sent_time IS NULL")
+        ),
+    )
+
+
+# Run by each service's migration that creates its outbox: wakes relays on commit.
+CREATE_NOTIFY_TRIGGER = f"""
+CREATE FUNCTION outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_notify('{NOTIFY_CHANNEL}', ''); RETURN NULL; END $$;
+CREATE TRIGGER outbox_notify AFTER INSERT ON outbox
+FOR EACH STATEMENT EXECUTE FUNCTION outbox_notify();
+"""
+DROP_NOTIFY_TRIGGER = """
+DROP TRIGGER IF EXISTS outbox_notify ON outbox;
+DROP FUNCTION IF EXISTS outbox_notify();
+"""
+
+
+async def enqueue(
+    conn: AsyncConnection, table: sa.Table, routing_key: str, message: Message
+) -> uuid.UUID:
+    """Adds a message to the outbox within the caller's transaction."""
+    message_id = uuid.uuid4()
+    await conn.execute(
+        table.insert().values(
+            message_id=message_id,
+            routing_key=routing_key,
+            message_type=message.DESCRIPTOR.full_name,
+            payload=message.SerializeToString(),
+            correlation_id=request_id_var.get(),
+        )
+    )
+    return message_id
+
+
+class OutboxRelay:
+    """Publishes outbox rows from a background thread for as long as it is entered."""
+
+    def __init__(self, database_url: str, amqp_url: str, exchange: str = EXCHANGE) -> None:
+        self._dsn = libpq_url(database_url)
+        self._amqp_url = amqp_url
+        self._exchange = exchange
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+
+    async def __aenter__(self) -> OutboxRelay:
+        self._thread.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        await asyncio.to_thread(self._thread.join, 10)
+
+    def _run(self) -> None:
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                with self._connections() as (conn, channel):
+                    delay = 0.5
+                    self._relay(conn, channel)
+            except (pika.exceptions.AMQPError, psycopg.Error, OSError) as exc:
+                log.warning("outbox relay paused, retrying in %.1fs: %r", delay, exc)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+            except Exception:
+                log.exception("outbox relay crashed; restarting")
+                self._stop.wait(delay)
+
+    @contextlib.contextmanager
+    def _connections(
+        self,
+    ) -> Iterator[tuple[psycopg.Connection, pika.adapters.blocking_connection.BlockingChannel]]:
+        with psycopg.connect(self._dsn, autocommit=True) as conn:
+            conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            params = pika.URLParameters(self._amqp_url)
+            params.socket_timeout = 5
+            params.blocked_connection_timeout = 30
+            broker = pika.BlockingConnection(params)
+            try:
+                channel = broker.channel()
+                channel.exchange_declare(self._exchange, "topic", durable=True)
+                channel.confirm_delivery()
+                yield conn, channel
+            finally:
+                with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                    broker.close()
+
+    def _relay(
+        self, conn: psycopg.Connection, channel: pika.adapters.blocking_connection.BlockingChannel
+    ) -> None:
+        purged_at = 0.0
+        while not self._stop.is_set():
+            published = self._publish_batch(conn, channel)
+            if time.monotonic() - purged_at > PURGE_INTERVAL_SECONDS:
+                conn.execute(
+                    f"DELETE FROM outbox WHERE sent_time < now() - interval '{SENT_RETENTION}'"
+                )
+                purged_at = time.monotonic()
+            if published < BATCH_SIZE:
+                backlog = conn.execute("SELECT count(*) FROM outbox WHERE sent_time IS NULL")
+                metrics.OUTBOX_BACKLOG.set(backlog.fetchone()[0])
+                # Sleep until a commit notifies us, polling now and then for retries.
+                for _ in conn.notifies(timeout=1.0, stop_after=1):
+                    pass
+                channel.connection.process_data_events(0)  # heartbeats
+
+    def _publish_batch(
+        self, conn: psycopg.Connection, channel: pika.adapters.blocking_connection.BlockingChannel
+    ) -> int:
+        with conn.transaction():
+            rows = conn.execute(
+                """SELECT message_id, routing_key, message_type, payload, correlation_id,
+                          create_time
+                   FROM outbox
+                   WHERE sent_time IS NULL AND next_attempt_time <= now()
+                   ORDER BY create_time LIMIT %s FOR UPDATE SKIP LOCKED""",
+                (BATCH_SIZE,),
+            ).fetchall()
+            sent, unroutable = [], []
+            for message_id, routing_key, message_type, payload, correlation_id, created in rows:
+                properties = pika.BasicProperties(
+                    content_type=CONTENT_TYPE,
+                    delivery_mode=pika.DeliveryMode.Persistent,
+                    message_id=str(message_id),
+                    type=message_type,
+                    correlation_id=correlation_id or None,
+                    timestamp=int(created.timestamp()),
+                )
+                try:
+                    channel.basic_publish(
+                        self._exchange, routing_key, bytes(payload), properties, mandatory=True
+                    )
+                    sent.append(message_id)
+                except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+                    # No queue took it (its subscriber has not declared one yet), or the
+                    # broker refused it: keep the row and try again later.
+                    log.warning("message %s to %s not accepted: %r", message_id, routing_key, exc)
+                    unroutable.append(message_id)
+            if sent:
+                conn.execute(
+                    "UPDATE outbox SET sent_time = now(), attempts = attempts + 1 "
+                    "WHERE message_id = ANY(%s)",
+                    (sent,),
+                )
+            if unroutable:
+                conn.execute(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_time = now() + "
+                    "make_interval(secs => least(power(2, attempts), %s)) "
+                    "WHERE message_id = ANY(%s)",
+                    (MAX_RETRY_DELAY_SECONDS, unroutable),
+                )
+            return len(rows)

@@ -1,0 +1,290 @@
+"""Runs the whole mesh on one machine: backing services, the five gRPC
+services, Envoy and an SMTP sink. `make up` / `make down` call it, and the
+test suite uses the same code to run its own mesh on free ports.
+
+    python scripts/mesh.py backing   # start PostgreSQL/Redis/RabbitMQ if down
+    python scripts/mesh.py up [--replicas N]
+    python scripts/mesh.py down
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+SERVICES = ("auth", "event", "payment", "booking", "notification")  # start order
+DEFAULT_PORTS = {
+    "auth": 3001,
+    "booking": 3002,
+    "event": 3003,
+    "payment": 3004,
+    "notification": 3005,
+}
+
+BACKING_SERVICES = {
+    "PostgreSQL": (
+        5432,
+        "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql | head -1) main start",
+    ),
+    "Redis": (
+        6379,
+        'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no',
+    ),
+    "RabbitMQ": (5672, "rabbitmq-server -detached"),
+}
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def wait_for(check: object, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def ensure_backing_services() -> None:
+    for name, (port, command) in BACKING_SERVICES.items():
+        if port_open(port):
+            continue
+        print(f"starting {name}: {command}", flush=True)
+        subprocess.run(command, shell=True, check=False)
+        wait_for(lambda port=port: port_open(port), name, 90)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def grpc_healthy(addr: str, service: str = "") -> bool:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(addr) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=1
+            )
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
+def envoy_clusters_healthy(admin_port: int, clusters: list[str]) -> bool:
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{admin_port}/clusters?format=json", timeout=1
+        ) as reply:
+            status = json.load(reply)
+    except OSError:
+        return False
+    healthy = set()
+    for cluster in status.get("cluster_statuses", []):
+        hosts = cluster.get("host_statuses", [])
+        if hosts and all(
+            h.get("health_status", {}).get("eds_health_status") == "HEALTHY"
+            and not h.get("health_status", {}).get("failed_active_health_check")
+            for h in hosts
+        ):
+            healthy.add(cluster["name"])
+    return set(clusters) <= healthy
+
+
+@dataclass
+class Mesh:
+    """A set of processes sharing one environment, logs and pid files in `state`."""
+
+    state: Path
+    env: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "log"
+
+    def service_env(self) -> dict[str, str]:
+        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        env["PATH"] = f"{Path(PYTHON).parent}{os.pathsep}{env.get('PATH', '')}"
+        return env
+
+    def addr(self, service: str) -> str:
+        return self.env.get(f"{service.upper()}_GRPC_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}")
+
+    def run(self, *argv: str) -> None:
+        subprocess.run(argv, env=self.service_env(), cwd=REPO, check=True)
+
+    def spawn(
+        self, name: str, *argv: str, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        process = subprocess.Popen(
+            argv,
+            env={**self.service_env(), **(env or {})},
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+        self.processes[name] = process
+        (self.state / "run").mkdir(parents=True, exist_ok=True)
+        (self.state / "run" / f"{name}.pid").write_text(str(process.pid))
+        return process
+
+    def implemented(self) -> list[str]:
+        return [s for s in SERVICES if (REPO / s / "__main__.py").exists()]
+
+    def migrate(self) -> None:
+        for service in self.implemented():
+            self.run(PYTHON, "-m", service, "migrate")
+
+    def start_service(self, service: str, replica: int = 0, timeout: float = 30) -> None:
+        name = service if replica == 0 else f"{service}-{replica}"
+        self.spawn(name, PYTHON, "-m", service)
+        addr = self.addr(service)
+        wait_for(lambda: grpc_healthy(addr) or self._exited(name), f"{name} on {addr}", timeout)
+        if self._exited(name):
+            raise RuntimeError(f"{name} exited; see {self.logs / (name + '.log')}")
+
+    def start_envoy(self, timeout: float = 30) -> None:
+        config = self.state / "envoy.json"
+        with open(config, "w") as out:
+            subprocess.run(
+                [PYTHON, str(REPO / "envoy" / "render.py")],
+                env=self.service_env(),
+                cwd=REPO,
+                stdout=out,
+                check=True,
+            )
+        envoy = shutil.which("envoy", path=self.service_env()["PATH"]) or "envoy"
+        # Envoy stops when its parent exits (parent-death signal), so it runs
+        # under a shell that outlives `make up`.
+        self.spawn(
+            "envoy",
+            "sh",
+            "-c",
+            '"$@"; exit $?',
+            "envoy",
+            envoy,
+            "-c",
+            str(config),
+            "--log-level",
+            "warn",
+            "--base-id",
+            str(os.getpid() % 60000),
+        )
+        admin = int(self.env.get("EDGE_ADMIN_PORT", "9901"))
+        edge = int(self.env.get("EDGE_PORT", "8080"))
+        wait_for(
+            lambda: (
+                (envoy_clusters_healthy(admin, self.implemented()) and port_open(edge))
+                or self._exited("envoy")
+            ),
+            "Envoy and healthy clusters",
+            timeout,
+        )
+        if self._exited("envoy"):
+            raise RuntimeError(f"envoy exited; see {self.logs / 'envoy.log'}")
+
+    def start_smtp_sink(self) -> None:
+        port = self.env.get("SMTP_PORT", "1025")
+        self.spawn("smtp", PYTHON, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}")
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        process = self.processes.pop(name, None)
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        (self.state / "run" / f"{name}.pid").unlink(missing_ok=True)
+
+    def stop_all(self) -> None:
+        for name in reversed(list(self.processes)):
+            self.stop(name)
+
+    def _exited(self, name: str) -> bool:
+        process = self.processes.get(name)
+        return process is not None and process.poll() is not None
+
+
+def stop_from_pid_files(state: Path) -> None:
+    for pid_file in sorted((state / "run").glob("*.pid")):
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
+            print(f"stopped {pid_file.stem}")
+        pid_file.unlink()
+
+
+@contextlib.contextmanager
+def timed(what: str) -> Iterator[None]:
+    started = time.monotonic()
+    yield
+    print(f"{what} in {time.monotonic() - started:.1f}s", flush=True)
+
+
+def up(state: Path) -> None:
+    stop_from_pid_files(state)
+    mesh = Mesh(state)
+    with timed("backing services ready"):
+        ensure_backing_services()
+    with timed("databases migrated"):
+        mesh.migrate()
+    with timed("services healthy"):
+        mesh.start_smtp_sink()
+        for service in mesh.implemented():
+            mesh.start_service(service)
+    with timed("Envoy ready"):
+        mesh.start_envoy()
+    print(f"""
+The mesh is up ({", ".join(mesh.implemented())}).
+  HTTP/JSON and gRPC via Envoy  http://127.0.0.1:8080   e.g. curl http://127.0.0.1:8080/v1/auth/jwks
+  gRPC straight to a service    {", ".join(f"{s} {mesh.addr(s)}" for s in mesh.implemented())}
+  Envoy admin and stats         http://127.0.0.1:9901/stats
+  SMTP sink (mail is logged)    127.0.0.1:1025 -> {mesh.logs / "smtp.log"}
+  Logs                          {mesh.logs}/*.log  (make logs)
+Stop it with: make down""")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", choices=["backing", "up", "down"])
+    parser.add_argument("--state", type=Path, default=REPO / "var")
+    args = parser.parse_args()
+    if args.command == "backing":
+        ensure_backing_services()
+    elif args.command == "up":
+        up(args.state)
+    else:
+        stop_from_pid_files(args.state)
+
+
+if __name__ == "__main__":
+    main()

