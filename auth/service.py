@@ -16,7 +16,7 @@ from auth.domain import User
 from auth.keys import KeyRing
 from auth.repository import Accounts, outbox
 from runtime import pagination, timestamps
-from runtime.errors import ServiceError, bad_field, not_found
+from runtime.errors import ServiceError, bad_field, not_found, parse_uuid
 from runtime.identity import Role
 from runtime.outbox import enqueue
 from ticketing.auth.v1 import messages_pb2
@@ -39,13 +39,6 @@ def _invalid_credentials() -> ServiceError:
 
 def _invalid_refresh(reason: str, message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.UNAUTHENTICATED, reason, message)
-
-
-def _user_id(raw: str, field: str = "user_id") -> uuid.UUID:
-    try:
-        return uuid.UUID(raw)
-    except ValueError as exc:
-        raise bad_field(field, "is not a valid id") from exc
 
 
 class AuthUseCases:
@@ -152,7 +145,7 @@ class AuthUseCases:
 
     async def get_user(self, user_id: str) -> User:
         async with self._engine.connect() as conn:
-            user = await Accounts(conn).get(_user_id(user_id))
+            user = await Accounts(conn).get(parse_uuid(user_id, "user_id"))
         if user is None:
             raise not_found("user", user_id)
         return user
@@ -180,7 +173,7 @@ class AuthUseCases:
 
     async def set_role(self, user_id: str, role: Role) -> User:
         async with self._engine.begin() as conn:
-            user = await Accounts(conn).set_role(_user_id(user_id), role)
+            user = await Accounts(conn).set_role(parse_uuid(user_id, "user_id"), role)
         if user is None:
             raise not_found("user", user_id)
         log.info("user %s is now %s", user_id, role.value)

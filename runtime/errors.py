@@ -8,6 +8,7 @@ status. Clients read those details back with `error_details()`.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -73,6 +74,16 @@ def invalid_argument(violations: Iterable[FieldViolation]) -> ServiceError:
 
 def bad_field(name: str, description: str) -> ServiceError:
     return invalid_argument([FieldViolation(name, description)])
+
+
+def parse_uuid(raw: str, field: str) -> uuid.UUID:
+    """An id from a request; INVALID_ARGUMENT naming the field if it is not one."""
+    if not raw:
+        raise bad_field(field, "is required")
+    try:
+        return uuid.UUID(raw)
+    except ValueError as exc:
+        raise bad_field(field, "is not a valid id") from exc
 
 
 def not_found(what: str, ident: str) -> ServiceError:

@@ -15,3 +15,9 @@ def to_proto(moment: datetime) -> timestamp_pb2.Timestamp:
 
 def from_proto(stamp: timestamp_pb2.Timestamp) -> datetime:
     return stamp.ToDatetime(tzinfo=UTC)
+
+
+def from_millis(epoch_ms: int) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromMilliseconds(epoch_ms)
+    return stamp

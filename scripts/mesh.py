@@ -161,13 +161,26 @@ class Mesh:
         for service in self.implemented():
             self.run(PYTHON, "-m", service, "migrate")
 
-    def start_service(self, service: str, replica: int = 0, timeout: float = 30) -> None:
-        name = service if replica == 0 else f"{service}-{replica}"
-        self.spawn(name, PYTHON, "-m", service)
-        addr = self.addr(service)
+    def start_service(
+        self,
+        service: str,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 30,
+    ) -> str:
+        """Starts a service process and waits until it is healthy; returns its address.
+
+        `name` and `env` run an extra instance (a replica, or one wired through
+        a fault proxy) beside the usual one.
+        """
+        name = name or service
+        self.spawn(name, PYTHON, "-m", service, env=env)
+        key = f"{service.upper()}_GRPC_ADDR"
+        addr = (env or {}).get(key) or self.addr(service)
         wait_for(lambda: grpc_healthy(addr) or self._exited(name), f"{name} on {addr}", timeout)
         if self._exited(name):
             raise RuntimeError(f"{name} exited; see {self.logs / (name + '.log')}")
+        return addr
 
     def start_envoy(self, timeout: float = 30) -> None:
         config = self.state / "envoy.json"

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from scripts.mesh import PYTHON, SERVICES, Mesh, ensure_backing_services, free_port
-from tests.support import Edge
+from tests.support import Edge, mint_token
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 TEST_VHOST = "ticketing-test"
@@ -90,3 +90,14 @@ def auth_channel(mesh: Mesh) -> Iterator[grpc.Channel]:
 @pytest.fixture(scope="session")
 def keys_dir(mesh: Mesh) -> Path:
     return Path(mesh.env["AUTH_KEYS_DIR"])
+
+
+@pytest.fixture(scope="session")
+def event_channel(mesh: Mesh) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(mesh.addr("event")) as channel:
+        yield channel
+
+
+@pytest.fixture(scope="session")
+def organizer_token(keys_dir: Path) -> str:
+    return mint_token(keys_dir, role="organizer")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+from auth.keys import KeyRing
 
 
 @dataclass
@@ -108,3 +113,63 @@ def login(edge: Edge, email: str, password: str) -> str:
     reply = edge.post("/v1/auth/login", {"email": email, "password": password})
     assert reply.status == 200, reply.body
     return reply.body["access_token"]
+
+
+def mint_token(
+    keys_dir: Path,
+    role: str = "user",
+    user_id: str | None = None,
+    email: str = "someone@example.com",
+    **overrides: Any,
+) -> str:
+    """An access token signed with the auth service's current key, as Login issues."""
+    now = int(time.time())
+    claims = {
+        "iss": "ticketing-auth",
+        "aud": "ticketing",
+        "sub": user_id or str(uuid.uuid4()),
+        "role": role,
+        "email": email,
+        "iat": now,
+        "exp": now + 900,
+        **overrides,
+    }
+    return KeyRing(keys_dir).sign(claims)
+
+
+def bearer(token: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def event_body(
+    title: str = "Concert",
+    starts_in: timedelta = timedelta(days=30),
+    tiers: list[tuple[str, int, int, int]] | None = None,
+) -> dict[str, Any]:
+    """A CreateEvent body; tiers are (tier, price in cents, rows, seats per row)."""
+    tiers = tiers or [("TIER_STANDARD", 5000, 4, 10), ("TIER_VIP", 15000, 2, 5)]
+    starts_at = (datetime.now(UTC) + starts_in).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "title": title,
+        "venue": "Main Hall",
+        "description": "A night out",
+        "starts_at": starts_at,
+        "tiers": [
+            {
+                "tier": tier,
+                "price": {"currency_code": "USD", "amount_minor": str(price)},
+                "rows": rows,
+                "seats_per_row": per_row,
+            }
+            for tier, price, rows, per_row in tiers
+        ],
+    }
+
+
+def create_event_grpc(stub: Any, token: str, **kwargs: Any) -> Any:
+    from google.protobuf import json_format
+
+    from ticketing.event.v1 import event_pb2
+
+    event = json_format.ParseDict(event_body(**kwargs), event_pb2.Event())
+    return stub.CreateEvent(event_pb2.CreateEventRequest(event=event), metadata=bearer(token))

@@ -1,0 +1,184 @@
+"""Seat maps, free of I/O: tiers, seat ids, and what a valid event is.
+
+A seat id is `<tier>-<row>-<number>`, lowercase and 1-based (`vip-1-4`).
+On input the tier is case-insensitive and `normal` means `standard`. This
+module is the one place seat ids are parsed.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from runtime.errors import Violations
+
+MAX_SEATS_PER_HOLD = 10
+MAX_EVENT_CAPACITY = 100_000
+MAX_ROWS = 1_000
+MAX_SEATS_PER_ROW = 1_000
+MAX_TITLE_LENGTH = 200
+MAX_DESCRIPTION_LENGTH = 5_000
+
+
+class Tier(enum.IntEnum):
+    """Values match ticketing.event.v1.Tier; the order is the seat-map order."""
+
+    STANDARD = 1
+    VIP = 2
+    VVIP = 3
+
+    @property
+    def slug(self) -> str:
+        return self.name.lower()
+
+
+_TIER_ALIASES = {tier.slug: tier for tier in Tier} | {"normal": Tier.STANDARD}
+_SEAT_ID = re.compile(r"^([a-z]+)-([1-9][0-9]{0,5})-([1-9][0-9]{0,5})$")
+
+
+@dataclass(frozen=True, order=True)
+class SeatRef:
+    """A seat's place in the map; orders in seat-map order."""
+
+    tier: Tier
+    row: int
+    number: int
+
+    @property
+    def seat_id(self) -> str:
+        return f"{self.tier.slug}-{self.row}-{self.number}"
+
+
+def parse_seat_id(raw: str) -> SeatRef | None:
+    """The seat an id names, or None if it is not a seat id at all."""
+    match = _SEAT_ID.match(raw.strip().lower())
+    if not match or match.group(1) not in _TIER_ALIASES:
+        return None
+    return SeatRef(_TIER_ALIASES[match.group(1)], int(match.group(2)), int(match.group(3)))
+
+
+@dataclass(frozen=True)
+class TierPlan:
+    tier: Tier
+    price_minor: int
+    currency: str
+    rows: int
+    seats_per_row: int
+
+    @property
+    def capacity(self) -> int:
+        return self.rows * self.seats_per_row
+
+    def contains(self, seat: SeatRef) -> bool:
+        return (
+            seat.tier is self.tier and seat.row <= self.rows and seat.number <= self.seats_per_row
+        )
+
+
+@dataclass(frozen=True)
+class EventInfo:
+    """What never changes about an event once created."""
+
+    event_id: uuid.UUID
+    title: str
+    description: str
+    venue: str
+    starts_at: datetime
+    organizer_id: uuid.UUID
+    create_time: datetime
+    tiers: tuple[TierPlan, ...]
+
+    def tier(self, tier: Tier) -> TierPlan | None:
+        return next((plan for plan in self.tiers if plan.tier is tier), None)
+
+    def plan_for(self, seat: SeatRef) -> TierPlan:
+        """The tier of a seat already checked against this event."""
+        plan = self.tier(seat.tier)
+        if plan is None:
+            raise KeyError(f"event {self.event_id} has no {seat.tier.slug} tier")
+        return plan
+
+    @property
+    def currency(self) -> str:
+        return self.tiers[0].currency
+
+
+def check_new_event(
+    title: str,
+    venue: str,
+    starts_at: datetime | None,
+    description: str,
+    tiers: Sequence[TierPlan],
+    now: datetime,
+) -> None:
+    """Raises INVALID_ARGUMENT naming every problem with a new event."""
+    problems = Violations()
+    if not title.strip():
+        problems.add("event.title", "is required")
+    elif len(title) > MAX_TITLE_LENGTH:
+        problems.add("event.title", f"must be at most {MAX_TITLE_LENGTH} characters")
+    if not venue.strip():
+        problems.add("event.venue", "is required")
+    if len(description) > MAX_DESCRIPTION_LENGTH:
+        problems.add("event.description", f"must be at most {MAX_DESCRIPTION_LENGTH} characters")
+    if starts_at is None:
+        problems.add("event.starts_at", "is required")
+    elif starts_at <= now:
+        problems.add("event.starts_at", "must be in the future")
+    if not tiers:
+        problems.add("event.tiers", "at least one tier is required")
+    seen: set[Tier] = set()
+    for i, plan in enumerate(tiers):
+        field = f"event.tiers[{i}]"
+        if plan.tier in seen:
+            problems.add(f"{field}.tier", f"{plan.tier.name} appears more than once")
+        seen.add(plan.tier)
+        if not re.fullmatch(r"[A-Z]{3}", plan.currency):
+            problems.add(f"{field}.price.currency_code", "must be a three-letter ISO-4217 code")
+        elif plan.currency != tiers[0].currency:
+            problems.add(f"{field}.price.currency_code", "all tiers must share one currency")
+        if plan.price_minor < 0:
+            problems.add(f"{field}.price.amount_minor", "must not be negative")
+        if not 1 <= plan.rows <= MAX_ROWS:
+            problems.add(f"{field}.rows", f"must be between 1 and {MAX_ROWS}")
+        if not 1 <= plan.seats_per_row <= MAX_SEATS_PER_ROW:
+            problems.add(f"{field}.seats_per_row", f"must be between 1 and {MAX_SEATS_PER_ROW}")
+    capacity = sum(plan.capacity for plan in tiers)
+    if capacity > MAX_EVENT_CAPACITY:
+        problems.add("event.tiers", f"at most {MAX_EVENT_CAPACITY} seats in all, not {capacity}")
+    problems.raise_if_any()
+
+
+def check_seat_request(seat_ids: Iterable[str], event: EventInfo) -> list[SeatRef]:
+    """The seats of a hold request: 1 to 10 distinct seats of the event's map."""
+    problems = Violations()
+    seats: list[SeatRef] = []
+    raw_ids = list(seat_ids)
+    if not raw_ids:
+        problems.add("seat_ids", "at least one seat is required")
+    elif len(raw_ids) > MAX_SEATS_PER_HOLD:
+        problems.add("seat_ids", f"at most {MAX_SEATS_PER_HOLD} seats at a time")
+    for i, raw in enumerate(raw_ids):
+        seat = parse_seat_id(raw)
+        if seat is None:
+            problems.add(f"seat_ids[{i}]", f"{raw!r} is not a seat id like 'vip-1-4'")
+            continue
+        plan = event.tier(seat.tier)
+        if plan is None:
+            problems.add(f"seat_ids[{i}]", f"{raw!r}: the event has no {seat.tier.slug} tier")
+        elif not plan.contains(seat):
+            problems.add(
+                f"seat_ids[{i}]",
+                f"{raw!r} is outside the {seat.tier.slug} tier "
+                f"({plan.rows} rows of {plan.seats_per_row})",
+            )
+        elif seat in seats:
+            problems.add(f"seat_ids[{i}]", f"{raw!r} is requested twice")
+        else:
+            seats.append(seat)
+    problems.raise_if_any()
+    return seats

@@ -1,0 +1,247 @@
+"""Seat holds in Redis: all-or-nothing, owner-checked, expiring.
+
+Per seat a key `ev:{event}:hold:<seat>` holds the owner token (SET NX PX),
+and per tier a sorted set `ev:{event}:held:<tier>` scores each held seat by
+its expiry, so "how many VIP seats are held" is one ZCOUNT. A sold seat's
+key keeps a permanent `sold:<booking>` marker, so a hold on it fails without
+asking PostgreSQL (which stays the authority on what is sold). The braces
+are a hash tag: one event's keys share a Redis Cluster slot, as the scripts
+need.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import redis.asyncio as redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from event.domain import SeatRef, Tier
+from runtime.errors import ServiceError
+
+# KEYS: fence, hold keys (n), held sets (n). ARGV: owner, ttl_ms, seat ids (n).
+_LOCK = """
+local n = (#KEYS - 1) / 2
+local owner, ttl = ARGV[1], tonumber(ARGV[2])
+local taken, fresh = {}, {}
+for i = 1, n do
+  local key = KEYS[1 + i]
+  if redis.call('SET', key, owner, 'NX', 'PX', ttl) then
+    fresh[#fresh + 1] = key
+  elseif redis.call('GET', key) == owner then
+    redis.call('PEXPIRE', key, ttl)
+  else
+    taken[#taken + 1] = ARGV[2 + i]
+  end
+end
+if #taken > 0 then
+  for _, key in ipairs(fresh) do redis.call('DEL', key) end
+  return {0, taken}
+end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+for i = 1, n do
+  local held = KEYS[1 + n + i]
+  redis.call('ZREMRANGEBYSCORE', held, '-inf', now)
+  redis.call('ZADD', held, now + ttl, ARGV[2 + i])
+end
+return {1, redis.call('INCR', KEYS[1]), now + ttl}
+"""
+
+# KEYS: hold keys (n), held sets (n). ARGV: owner, seat ids (n).
+_RELEASE = """
+local n = #KEYS / 2
+local released = {}
+for i = 1, n do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('DEL', KEYS[i])
+    redis.call('ZREM', KEYS[n + i], ARGV[1 + i])
+    released[#released + 1] = ARGV[1 + i]
+  end
+end
+return released
+"""
+
+# Before a sale: every hold must still be the owner's (or already be this
+# booking's sale); each is stretched to at least min_ttl so it cannot lapse
+# while PostgreSQL commits. KEYS: hold keys (n), held sets (n).
+# ARGV: owner, sold marker, min_ttl_ms, seat ids (n). Returns the seats lost.
+_VERIFY = """
+local n = #KEYS / 2
+local owner, marker, min_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local lost = {}
+for i = 1, n do
+  local holder = redis.call('GET', KEYS[i])
+  if holder ~= owner and holder ~= marker then lost[#lost + 1] = ARGV[3 + i] end
+end
+if #lost > 0 then return lost end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+for i = 1, n do
+  if redis.call('GET', KEYS[i]) == owner and redis.call('PTTL', KEYS[i]) < min_ttl then
+    redis.call('PEXPIRE', KEYS[i], min_ttl)
+    redis.call('ZADD', KEYS[n + i], now + min_ttl, ARGV[3 + i])
+  end
+end
+return lost
+"""
+
+# After a sale commits. KEYS: hold keys (n), held sets (n). ARGV: marker, seat ids (n).
+_MARK_SOLD = """
+local n = #KEYS / 2
+for i = 1, n do
+  redis.call('SET', KEYS[i], ARGV[1])
+  redis.call('ZREM', KEYS[n + i], ARGV[1 + i])
+end
+return n
+"""
+
+# After a sale is undone. KEYS: hold keys. ARGV: marker.
+_UNMARK_SOLD = """
+local cleared = 0
+for i = 1, #KEYS do
+  if redis.call('GET', KEYS[i]) == ARGV[1] then
+    redis.call('DEL', KEYS[i])
+    cleared = cleared + 1
+  end
+end
+return cleared
+"""
+
+T = TypeVar("T")
+
+
+def hold_store_unavailable() -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.UNAVAILABLE, "HOLD_STORE_UNAVAILABLE", "seat holds are unavailable; retry"
+    )
+
+
+def sold_marker(booking_id: str) -> str:
+    return f"sold:{booking_id}"
+
+
+@dataclass(frozen=True)
+class Hold:
+    fencing_token: int
+    expire_ms: int
+
+
+class HoldStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._lock = client.register_script(_LOCK)
+        self._release = client.register_script(_RELEASE)
+        self._verify = client.register_script(_VERIFY)
+        self._mark_sold = client.register_script(_MARK_SOLD)
+        self._unmark_sold = client.register_script(_UNMARK_SOLD)
+
+    @classmethod
+    def connect(cls, url: str) -> HoldStore:
+        # Short timeouts: with Redis away, callers get UNAVAILABLE at once, never a hang.
+        return cls(
+            redis.Redis.from_url(
+                url, socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
+            )
+        )
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    @staticmethod
+    def _hold_key(event_id: str, seat: SeatRef) -> str:
+        return f"ev:{{{event_id}}}:hold:{seat.seat_id}"
+
+    @staticmethod
+    def _held_key(event_id: str, tier: Tier) -> str:
+        return f"ev:{{{event_id}}}:held:{tier.slug}"
+
+    def _keys(self, event_id: str, seats: Sequence[SeatRef]) -> list[str]:
+        return [self._hold_key(event_id, s) for s in seats] + [
+            self._held_key(event_id, s.tier) for s in seats
+        ]
+
+    async def lock(
+        self, event_id: str, seats: Sequence[SeatRef], owner: str, ttl_ms: int
+    ) -> Hold | list[str]:
+        """The hold, or the ids of the seats someone else holds (nothing is held then)."""
+        keys = [f"ev:{{{event_id}}}:fence", *self._keys(event_id, seats)]
+        reply = await self._call(self._lock, keys, [owner, ttl_ms, *(s.seat_id for s in seats)])
+        if reply[0] == 0:
+            return list(reply[1])
+        return Hold(int(reply[1]), int(reply[2]))
+
+    async def release(self, event_id: str, seats: Sequence[SeatRef], owner: str) -> list[str]:
+        return list(
+            await self._call(
+                self._release, self._keys(event_id, seats), [owner, *(s.seat_id for s in seats)]
+            )
+        )
+
+    async def verify(
+        self, event_id: str, seats: Sequence[SeatRef], owner: str, booking_id: str, min_ttl_ms: int
+    ) -> list[str]:
+        """Seats whose hold is no longer the owner's; the others are extended."""
+        args = [owner, sold_marker(booking_id), min_ttl_ms, *(s.seat_id for s in seats)]
+        return list(await self._call(self._verify, self._keys(event_id, seats), args))
+
+    async def mark_sold(self, event_id: str, seats: Sequence[SeatRef], booking_id: str) -> None:
+        args = [sold_marker(booking_id), *(s.seat_id for s in seats)]
+        await self._call(self._mark_sold, self._keys(event_id, seats), args)
+
+    async def unmark_sold(self, event_id: str, seats: Sequence[SeatRef], booking_id: str) -> None:
+        keys = [self._hold_key(event_id, s) for s in seats]
+        await self._call(self._unmark_sold, keys, [sold_marker(booking_id)])
+
+    async def held_counts(self, event_ids: Sequence[str]) -> dict[tuple[str, Tier], int]:
+        """Live holds per (event, tier)."""
+        now = f"({int(time.time() * 1000)}"
+        pairs = [(e, t) for e in event_ids for t in Tier]
+
+        async def count() -> list[int]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for event_id, tier in pairs:
+                    pipe.zcount(self._held_key(event_id, tier), now, "+inf")
+                return await pipe.execute()
+
+        return dict(zip(pairs, await self._guard(count), strict=True))
+
+    async def held_among(self, event_id: str, seats: Sequence[SeatRef]) -> set[SeatRef]:
+        """Which of these seats are held right now."""
+        now = time.time() * 1000
+        by_tier: dict[Tier, list[SeatRef]] = {}
+        for seat in seats:
+            by_tier.setdefault(seat.tier, []).append(seat)
+
+        async def scores() -> list[list[float | None]]:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for tier, group in by_tier.items():
+                    pipe.zmscore(self._held_key(event_id, tier), [s.seat_id for s in group])
+                return await pipe.execute()
+
+        held = set()
+        for group, expiries in zip(by_tier.values(), await self._guard(scores), strict=True):
+            held |= {s for s, e in zip(group, expiries, strict=True) if e is not None and e > now}
+        return held
+
+    async def held_seat_ids(self, event_id: str, tier: Tier) -> list[str]:
+        now = f"({int(time.time() * 1000)}"
+
+        async def members() -> list[str]:
+            return await self._redis.zrangebyscore(self._held_key(event_id, tier), now, "+inf")
+
+        return await self._guard(members)
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        return await self._guard(lambda: script(keys=keys, args=args))
+
+    async def _guard(self, operation: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await operation()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise hold_store_unavailable() from exc

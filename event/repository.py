@@ -1,0 +1,331 @@
+"""The event database: events, tiers with their sold counters, seats, and
+the sales ledger whose unique index makes a second sale of a seat impossible."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from event.domain import EventInfo, SeatRef, Tier, TierPlan
+
+metadata = sa.MetaData()
+
+AVAILABLE, SOLD = "AVAILABLE", "SOLD"
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("event_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("venue", sa.Text, nullable=False),
+    sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("organizer_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("events_by_start", "starts_at", "event_id"),
+)
+
+event_tiers = sa.Table(
+    "event_tiers",
+    metadata,
+    sa.Column(
+        "event_id", pg.UUID(as_uuid=True), sa.ForeignKey("events.event_id"), primary_key=True
+    ),
+    sa.Column("tier", sa.SmallInteger, primary_key=True),
+    sa.Column("price_minor", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.Text, nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("seats_per_row", sa.Integer, nullable=False),
+    # Moved in the same transaction as the seats, so availability is O(1).
+    sa.Column("sold", sa.Integer, nullable=False, server_default="0"),
+    sa.CheckConstraint("sold >= 0 AND sold <= rows * seats_per_row", name="tier_sold_in_range"),
+)
+
+seats = sa.Table(
+    "seats",
+    metadata,
+    sa.Column("event_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("tier", sa.SmallInteger, primary_key=True),
+    sa.Column("row", sa.Integer, primary_key=True),
+    sa.Column("number", sa.Integer, primary_key=True),
+    sa.Column("status", sa.Text, nullable=False, server_default=AVAILABLE),
+    sa.Column("booking_id", pg.UUID(as_uuid=True)),
+    # The highest fencing token that ever sold this seat: a stale holder
+    # (smaller token) can never sell it again.
+    sa.Column("fence", sa.BigInteger, nullable=False, server_default="0"),
+    sa.ForeignKeyConstraint(["event_id", "tier"], ["event_tiers.event_id", "event_tiers.tier"]),
+    sa.CheckConstraint("status IN ('AVAILABLE', 'SOLD')", name="seat_status_valid"),
+    sa.Index("seats_by_booking", "booking_id", postgresql_where=sa.text("booking_id IS NOT NULL")),
+)
+
+seat_sales = sa.Table(
+    "seat_sales",
+    metadata,
+    sa.Column("sale_id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("event_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("tier", sa.SmallInteger, nullable=False),
+    sa.Column("row", sa.Integer, nullable=False),
+    sa.Column("number", sa.Integer, nullable=False),
+    sa.Column("booking_id", pg.UUID(as_uuid=True), nullable=False, index=True),
+    sa.Column("fence", sa.BigInteger, nullable=False),
+    sa.Column(
+        "sold_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("returned_time", sa.DateTime(timezone=True)),
+    # At most one live sale per seat, whatever Redis says.
+    sa.Index(
+        "one_live_sale_per_seat",
+        "event_id",
+        "tier",
+        "row",
+        "number",
+        unique=True,
+        postgresql_where=sa.text("returned_time IS NULL"),
+    ),
+)
+
+_SEAT_KEY = (seats.c.tier, seats.c.row, seats.c.number)
+
+
+def _seat(row: sa.Row) -> SeatRef:
+    return SeatRef(Tier(row.tier), row.row, row.number)
+
+
+def _in(seat_list: Sequence[SeatRef]) -> sa.ColumnElement[bool]:
+    return sa.tuple_(*_SEAT_KEY).in_([(s.tier.value, s.row, s.number) for s in seat_list])
+
+
+class Catalog:
+    """Queries on one connection, inside the caller's transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add_event(self, event: EventInfo) -> None:
+        await self._conn.execute(
+            events.insert().values(
+                event_id=event.event_id,
+                title=event.title,
+                description=event.description,
+                venue=event.venue,
+                starts_at=event.starts_at,
+                organizer_id=event.organizer_id,
+                create_time=event.create_time,
+            )
+        )
+        await self._conn.execute(
+            event_tiers.insert(),
+            [
+                {
+                    "event_id": event.event_id,
+                    "tier": p.tier.value,
+                    "price_minor": p.price_minor,
+                    "currency": p.currency,
+                    "rows": p.rows,
+                    "seats_per_row": p.seats_per_row,
+                }
+                for p in event.tiers
+            ],
+        )
+        for plan in event.tiers:
+            # One statement per tier, rows generated by the server: 100k seats in
+            # well under a second, instead of 100k INSERTs.
+            await self._conn.execute(
+                sa.text(
+                    "INSERT INTO seats (event_id, tier, row, number) "
+                    "SELECT :event_id, :tier, r, n "
+                    "FROM generate_series(1, :rows) r, generate_series(1, :per_row) n"
+                ),
+                {
+                    "event_id": event.event_id,
+                    "tier": plan.tier.value,
+                    "rows": plan.rows,
+                    "per_row": plan.seats_per_row,
+                },
+            )
+
+    async def event(self, event_id: uuid.UUID) -> EventInfo | None:
+        found = await self._events(events.c.event_id == event_id)
+        return found[0] if found else None
+
+    async def events_page(
+        self, limit: int, after: tuple[datetime, uuid.UUID] | None, starting_after: datetime | None
+    ) -> list[EventInfo]:
+        condition = sa.true()
+        if after:
+            condition = sa.tuple_(events.c.starts_at, events.c.event_id) > after
+        if starting_after:
+            condition = sa.and_(condition, events.c.starts_at > starting_after)
+        return await self._events(condition, limit)
+
+    async def _events(self, condition: sa.ColumnElement[bool], limit: int = 1) -> list[EventInfo]:
+        page = (
+            sa.select(events)
+            .where(condition)
+            .order_by(events.c.starts_at, events.c.event_id)
+            .limit(limit)
+            .subquery()
+        )
+        rows = await self._conn.execute(
+            sa.select(
+                page,
+                event_tiers.c.tier,
+                event_tiers.c.price_minor,
+                event_tiers.c.currency,
+                event_tiers.c.rows,
+                event_tiers.c.seats_per_row,
+            )
+            .join(event_tiers, event_tiers.c.event_id == page.c.event_id)
+            .order_by(page.c.starts_at, page.c.event_id, event_tiers.c.tier)
+        )
+        found: dict[uuid.UUID, EventInfo] = {}
+        for row in rows:
+            plan = TierPlan(
+                Tier(row.tier), row.price_minor, row.currency, row.rows, row.seats_per_row
+            )
+            known = found.get(row.event_id)
+            found[row.event_id] = (
+                EventInfo(
+                    row.event_id,
+                    row.title,
+                    row.description,
+                    row.venue,
+                    row.starts_at,
+                    row.organizer_id,
+                    row.create_time,
+                    (plan,),
+                )
+                if known is None
+                else dataclasses.replace(known, tiers=(*known.tiers, plan))
+            )
+        return list(found.values())
+
+    async def sold_counts(
+        self, event_ids: Sequence[uuid.UUID]
+    ) -> dict[tuple[uuid.UUID, Tier], int]:
+        rows = await self._conn.execute(
+            sa.select(event_tiers.c.event_id, event_tiers.c.tier, event_tiers.c.sold).where(
+                event_tiers.c.event_id.in_(event_ids)
+            )
+        )
+        return {(r.event_id, Tier(r.tier)): r.sold for r in rows}
+
+    async def sold_among(self, event_id: uuid.UUID, seat_list: Sequence[SeatRef]) -> list[SeatRef]:
+        rows = await self._conn.execute(
+            sa.select(*_SEAT_KEY).where(
+                seats.c.event_id == event_id, _in(seat_list), seats.c.status == SOLD
+            )
+        )
+        return sorted(_seat(r) for r in rows)
+
+    async def sell(
+        self, event_id: uuid.UUID, seat_list: Sequence[SeatRef], booking_id: uuid.UUID, fence: int
+    ) -> bool:
+        """Sells every seat to the booking, or (returning False) none of them."""
+        sold = (
+            await self._conn.execute(
+                seats.update()
+                .where(
+                    seats.c.event_id == event_id,
+                    _in(seat_list),
+                    seats.c.status == AVAILABLE,
+                    seats.c.fence < fence,
+                )
+                .values(status=SOLD, booking_id=booking_id, fence=fence)
+                .returning(*_SEAT_KEY)
+            )
+        ).all()
+        if len(sold) != len(seat_list):
+            return False
+        await self._conn.execute(
+            seat_sales.insert(),
+            [
+                {
+                    "event_id": event_id,
+                    "tier": s.tier.value,
+                    "row": s.row,
+                    "number": s.number,
+                    "booking_id": booking_id,
+                    "fence": fence,
+                }
+                for s in seat_list
+            ],
+        )
+        await self._move_counters(event_id, Counter(s.tier for s in seat_list), +1)
+        return True
+
+    async def sold_to(self, event_id: uuid.UUID, booking_id: uuid.UUID) -> list[SeatRef]:
+        rows = await self._conn.execute(
+            sa.select(*_SEAT_KEY).where(
+                seats.c.event_id == event_id,
+                seats.c.booking_id == booking_id,
+                seats.c.status == SOLD,
+            )
+        )
+        return sorted(_seat(r) for r in rows)
+
+    async def unsell(self, event_id: uuid.UUID, booking_id: uuid.UUID) -> list[SeatRef]:
+        """Puts a booking's seats back on sale; returns every seat it ever bought."""
+        returned = [
+            _seat(r)
+            for r in await self._conn.execute(
+                seats.update()
+                .where(
+                    seats.c.event_id == event_id,
+                    seats.c.booking_id == booking_id,
+                    seats.c.status == SOLD,
+                )
+                .values(status=AVAILABLE, booking_id=None)
+                .returning(*_SEAT_KEY)
+            )
+        ]
+        await self._conn.execute(
+            seat_sales.update()
+            .where(
+                seat_sales.c.event_id == event_id,
+                seat_sales.c.booking_id == booking_id,
+                seat_sales.c.returned_time.is_(None),
+            )
+            .values(returned_time=sa.func.now())
+        )
+        await self._move_counters(event_id, Counter(s.tier for s in returned), -1)
+        ever = await self._conn.execute(
+            sa.select(seat_sales.c.tier, seat_sales.c.row, seat_sales.c.number).where(
+                seat_sales.c.event_id == event_id, seat_sales.c.booking_id == booking_id
+            )
+        )
+        return sorted({_seat(r) for r in ever})
+
+    async def _move_counters(self, event_id: uuid.UUID, by_tier: Counter[Tier], sign: int) -> None:
+        for tier, count in by_tier.items():
+            await self._conn.execute(
+                event_tiers.update()
+                .where(event_tiers.c.event_id == event_id, event_tiers.c.tier == tier.value)
+                .values(sold=event_tiers.c.sold + sign * count)
+            )
+
+    async def seats_page(
+        self,
+        event_id: uuid.UUID,
+        tier: Tier | None,
+        status: str | None,
+        after: SeatRef | None,
+        limit: int,
+    ) -> list[tuple[SeatRef, bool]]:
+        """(seat, sold) in seat-map order."""
+        query = sa.select(*_SEAT_KEY, seats.c.status).where(seats.c.event_id == event_id)
+        if tier is not None:
+            query = query.where(seats.c.tier == tier.value)
+        if status is not None:
+            query = query.where(seats.c.status == status)
+        if after is not None:
+            query = query.where(sa.tuple_(*_SEAT_KEY) > (after.tier.value, after.row, after.number))
+        rows = await self._conn.execute(query.order_by(*_SEAT_KEY).limit(limit))
+        return [(_seat(r), r.status == SOLD) for r in rows]

@@ -1,0 +1,330 @@
+"""Event use cases: the catalogue, seat maps and the hold/sell lifecycle.
+
+PostgreSQL is the authority on what is sold; Redis on what is held. A hold
+is taken in Redis only for seats PostgreSQL does not show as sold, and a
+sale commits in PostgreSQL only while the hold is still the caller's.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from event import domain
+from event.domain import EventInfo, SeatRef, Tier, TierPlan
+from event.holds import Hold, HoldStore
+from event.repository import AVAILABLE, SOLD, Catalog
+from runtime import pagination
+from runtime.errors import ServiceError, bad_field, not_found, parse_uuid
+from runtime.identity import Caller
+
+log = logging.getLogger(__name__)
+
+# A sale's hold is stretched to at least this before PostgreSQL commits it.
+CONFIRM_GRACE_MS = 30_000
+MAX_HOLD_TTL_SECONDS = 3_600
+
+
+class SeatStatus:
+    AVAILABLE, HELD, SOLD = "AVAILABLE", "HELD", "SOLD"
+
+
+@dataclass(frozen=True)
+class TierAvailability:
+    plan: TierPlan
+    sold: int
+    held: int
+
+    @property
+    def available(self) -> int:
+        return max(self.plan.capacity - self.sold - self.held, 0)
+
+
+@dataclass(frozen=True)
+class EventView:
+    info: EventInfo
+    tiers: tuple[TierAvailability, ...]
+
+
+@dataclass(frozen=True)
+class SeatView:
+    seat: SeatRef
+    plan: TierPlan
+    status: str
+
+
+@dataclass(frozen=True)
+class HoldResult:
+    owner: str
+    hold: Hold
+    event: EventInfo
+    seats: list[SeatRef]
+
+
+def seats_unavailable(
+    seat_ids: Sequence[str],
+    code: grpc.StatusCode = grpc.StatusCode.ABORTED,
+    reason: str = "SEAT_UNAVAILABLE",
+) -> ServiceError:
+    return ServiceError(
+        code,
+        reason,
+        f"seats not available: {', '.join(seat_ids)}",
+        {"seat_ids": ",".join(seat_ids)},
+    )
+
+
+class EventUseCases:
+    def __init__(self, engine: AsyncEngine, holds: HoldStore, hold_ttl_seconds: int) -> None:
+        self._engine = engine
+        self._holds = holds
+        self._hold_ttl_seconds = hold_ttl_seconds
+        # Events never change once created, so every replica may cache them.
+        self._events: OrderedDict[uuid.UUID, EventInfo] = OrderedDict()
+
+    async def create_event(
+        self,
+        organizer: Caller,
+        title: str,
+        description: str,
+        venue: str,
+        starts_at: datetime | None,
+        tiers: Sequence[TierPlan],
+    ) -> EventView:
+        domain.check_new_event(title, venue, starts_at, description, tiers, datetime.now(UTC))
+        assert starts_at is not None
+        info = EventInfo(
+            uuid.uuid4(),
+            title.strip(),
+            description,
+            venue.strip(),
+            starts_at,
+            uuid.UUID(organizer.user_id),
+            datetime.now(UTC),
+            tuple(sorted(tiers, key=lambda plan: plan.tier)),
+        )
+        async with self._engine.begin() as conn:
+            await Catalog(conn).add_event(info)
+        log.info(
+            "created event %s with %d seats", info.event_id, sum(p.capacity for p in info.tiers)
+        )
+        return EventView(info, tuple(TierAvailability(p, 0, 0) for p in info.tiers))
+
+    async def get_event(self, event_id: str) -> EventView:
+        info = await self._event(event_id)
+        return (await self._with_availability([info]))[0]
+
+    async def list_events(
+        self, page_size: int, page_token: str, include_started: bool
+    ) -> tuple[list[EventView], str]:
+        limit = pagination.page_size(page_size)
+        cursor = pagination.decode_token(page_token)
+        try:
+            after = (
+                (datetime.fromisoformat(cursor["at"]), uuid.UUID(cursor["id"])) if cursor else None
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise bad_field("page_token", "is not a token from a previous page") from exc
+        async with self._engine.connect() as conn:
+            found = await Catalog(conn).events_page(
+                limit + 1, after, None if include_started else datetime.now(UTC)
+            )
+        page = found[:limit]
+        next_token = ""
+        if len(found) > limit:
+            next_token = pagination.encode_token(
+                {"at": page[-1].starts_at.isoformat(), "id": str(page[-1].event_id)}
+            )
+        return await self._with_availability(page), next_token
+
+    async def list_seats(
+        self,
+        event_id: str,
+        tier: Tier | None,
+        status: str | None,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[SeatView], str]:
+        info = await self._event(event_id)
+        limit = pagination.page_size(page_size, default=100, maximum=1000)
+        cursor = pagination.decode_token(page_token)
+        after = domain.parse_seat_id(cursor.get("after", "")) if cursor else None
+        if cursor and after is None:
+            raise bad_field("page_token", "is not a token from a previous page")
+        if status == SeatStatus.HELD:
+            found = await self._held_seats(info, tier, after, limit + 1)
+        else:
+            found = await self._seats_from_db(info, tier, status, after, limit + 1)
+        page = found[:limit]
+        next_token = (
+            pagination.encode_token({"after": page[-1].seat.seat_id}) if len(found) > limit else ""
+        )
+        return page, next_token
+
+    async def lock(
+        self, event_id: str, seat_ids: Sequence[str], owner: str, ttl_seconds: int
+    ) -> HoldResult:
+        info = await self._event(event_id)
+        self._check_on_sale(info)
+        wanted = domain.check_seat_request(seat_ids, info)
+        if not owner:
+            raise bad_field("owner", "is required")
+        if not 0 <= ttl_seconds <= MAX_HOLD_TTL_SECONDS:
+            raise bad_field("ttl_seconds", f"must be between 0 and {MAX_HOLD_TTL_SECONDS}")
+        async with self._engine.connect() as conn:
+            sold = await Catalog(conn).sold_among(info.event_id, wanted)
+        if sold:
+            raise seats_unavailable([s.seat_id for s in sold])
+        ttl_ms = (ttl_seconds or self._hold_ttl_seconds) * 1000
+        outcome = await self._holds.lock(str(info.event_id), wanted, owner, ttl_ms)
+        if isinstance(outcome, list):
+            raise seats_unavailable(outcome)
+        return HoldResult(owner, outcome, info, wanted)
+
+    async def release(self, event_id: str, seat_ids: Sequence[str], owner: str) -> list[str]:
+        info = await self._event(event_id)
+        seats = domain.check_seat_request(seat_ids, info)
+        if not owner:
+            raise bad_field("owner_token", "is required")
+        return await self._holds.release(str(info.event_id), seats, owner)
+
+    async def confirm(
+        self,
+        event_id: str,
+        seat_ids: Sequence[str],
+        owner: str,
+        fencing_token: int,
+        booking_id: str,
+    ) -> tuple[EventInfo, list[SeatRef]]:
+        info = await self._event(event_id)
+        seats = domain.check_seat_request(seat_ids, info)
+        booking = parse_uuid(booking_id, "booking_id")
+        if not owner:
+            raise bad_field("owner_token", "is required")
+        if fencing_token <= 0:
+            raise bad_field("fencing_token", "must be the token LockSeat returned")
+        lost = await self._holds.verify(
+            str(info.event_id), seats, owner, booking_id, CONFIRM_GRACE_MS
+        )
+        if lost:
+            raise seats_unavailable(lost, grpc.StatusCode.FAILED_PRECONDITION, "HOLD_EXPIRED")
+        async with self._engine.begin() as conn:
+            catalog = Catalog(conn)
+            if not await catalog.sell(info.event_id, seats, booking, fencing_token):
+                already = set(await catalog.sold_to(info.event_id, booking))
+                if not set(seats) <= already:  # else: a retry of a sale that committed
+                    raise seats_unavailable(
+                        [s.seat_id for s in seats if s not in already],
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                    )
+        try:
+            await self._holds.mark_sold(str(info.event_id), seats, booking_id)
+        except ServiceError:
+            # The sale stands; the holds lapse on their own and PostgreSQL keeps
+            # refusing holds on these seats.
+            log.warning("sold %s but could not mark it in Redis", booking_id)
+        return info, seats
+
+    async def return_seats(self, event_id: str, booking_id: str) -> list[SeatRef]:
+        info = await self._event(event_id)
+        booking = parse_uuid(booking_id, "booking_id")
+        async with self._engine.begin() as conn:
+            ever_sold = await Catalog(conn).unsell(info.event_id, booking)
+        await self._holds.unmark_sold(str(info.event_id), ever_sold, booking_id)
+        return ever_sold
+
+    async def _event(self, event_id: str) -> EventInfo:
+        key = parse_uuid(event_id, "event_id")
+        info = self._events.get(key)
+        if info is None:
+            async with self._engine.connect() as conn:
+                info = await Catalog(conn).event(key)
+            if info is None:
+                raise not_found("event", event_id)
+            self._events[key] = info
+            if len(self._events) > 10_000:
+                self._events.popitem(last=False)
+        return info
+
+    @staticmethod
+    def _check_on_sale(info: EventInfo) -> None:
+        if info.starts_at <= datetime.now(UTC):
+            raise ServiceError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "EVENT_STARTED",
+                "the event has started; its seats are no longer on sale",
+                {"event_id": str(info.event_id)},
+            )
+
+    async def _with_availability(self, infos: Sequence[EventInfo]) -> list[EventView]:
+        if not infos:
+            return []
+        ids = [i.event_id for i in infos]
+        async with self._engine.connect() as conn:
+            sold = await Catalog(conn).sold_counts(ids)
+        held = await self._holds.held_counts([str(i) for i in ids])
+        return [
+            EventView(
+                info,
+                tuple(
+                    TierAvailability(
+                        p,
+                        sold.get((info.event_id, p.tier), 0),
+                        held.get((str(info.event_id), p.tier), 0),
+                    )
+                    for p in info.tiers
+                ),
+            )
+            for info in infos
+        ]
+
+    async def _seats_from_db(
+        self,
+        info: EventInfo,
+        tier: Tier | None,
+        status: str | None,
+        after: SeatRef | None,
+        wanted: int,
+    ) -> list[SeatView]:
+        db_status = {SeatStatus.AVAILABLE: AVAILABLE, SeatStatus.SOLD: SOLD}.get(status or "")
+        found: list[SeatView] = []
+        while len(found) < wanted:
+            async with self._engine.connect() as conn:
+                batch = await Catalog(conn).seats_page(
+                    info.event_id, tier, db_status, after, wanted - len(found)
+                )
+            if not batch:
+                break
+            held = await self._holds.held_among(
+                str(info.event_id), [s for s, sold in batch if not sold]
+            )
+            for seat, sold in batch:
+                shown = (
+                    SeatStatus.SOLD
+                    if sold
+                    else SeatStatus.HELD
+                    if seat in held
+                    else SeatStatus.AVAILABLE
+                )
+                if status is None or shown == status:
+                    found.append(SeatView(seat, info.plan_for(seat), shown))
+            after = batch[-1][0]
+        return found
+
+    async def _held_seats(
+        self, info: EventInfo, tier: Tier | None, after: SeatRef | None, wanted: int
+    ) -> list[SeatView]:
+        held: list[SeatRef] = []
+        for plan in info.tiers:
+            if tier is None or plan.tier is tier:
+                ids = await self._holds.held_seat_ids(str(info.event_id), plan.tier)
+                held += [s for s in map(domain.parse_seat_id, ids) if s is not None]
+        page = sorted(s for s in held if after is None or s > after)[:wanted]
+        return [SeatView(s, info.plan_for(s), SeatStatus.HELD) for s in page]

@@ -1,0 +1,166 @@
+"""Invariants of the event service's use cases against real PostgreSQL and
+Redis, in-process: counters always equal a recount, and the database alone
+lets a seat be sold once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from event.domain import SeatRef, Tier, TierPlan
+from event.holds import HoldStore
+from event.repository import Catalog, seat_sales
+from event.service import EventUseCases
+from runtime.errors import ServiceError
+from runtime.identity import Caller, Role
+from scripts.mesh import Mesh
+
+SEATS = [f"standard-{r}-{n}" for r in (1, 2) for n in (1, 2, 3)] + ["vip-1-1", "vip-1-2", "vip-1-3"]
+PLANS = [TierPlan(Tier.STANDARD, 1000, "USD", 2, 3), TierPlan(Tier.VIP, 3000, "USD", 1, 3)]
+ORGANIZER = Caller(str(uuid.uuid4()), Role.ORGANIZER, "org@example.com")
+
+operation = st.tuples(
+    st.sampled_from(["lock", "confirm", "release", "return"]),
+    st.integers(0, 3),
+    st.lists(st.sampled_from(SEATS), min_size=1, max_size=4, unique=True),
+)
+
+
+class Harness:
+    def __init__(self, mesh: Mesh) -> None:
+        self.engine = create_async_engine(mesh.env["EVENT_DATABASE_URL"], pool_size=5)
+        self.holds = HoldStore.connect(mesh.env["REDIS_URL"])
+        self.events = EventUseCases(self.engine, self.holds, hold_ttl_seconds=60)
+
+    async def close(self) -> None:
+        await self.holds.close()
+        await self.engine.dispose()
+
+
+async def run_scenario(mesh: Mesh, operations: list[tuple[str, int, list[str]]]) -> None:
+    harness = Harness(mesh)
+    try:
+        view = await harness.events.create_event(
+            ORGANIZER, "Prop", "", "Hall", datetime.now(UTC) + timedelta(days=1), PLANS
+        )
+        event_id = str(view.info.event_id)
+        owners = [str(uuid.uuid4()) for _ in range(4)]
+        holds: dict[str, tuple[list[str], int]] = {}
+        for kind, who, seats in operations:
+            owner = owners[who]
+            try:
+                if kind == "lock":
+                    held = await harness.events.lock(event_id, seats, owner, 0)
+                    holds[owner] = (seats, held.hold.fencing_token)
+                elif kind == "confirm" and owner in holds:
+                    wanted, fence = holds[owner]
+                    await harness.events.confirm(event_id, wanted, owner, fence, owner)
+                elif kind == "release":
+                    await harness.events.release(event_id, seats, owner)
+                elif kind == "return":
+                    await harness.events.return_seats(event_id, owner)
+            except ServiceError:
+                pass  # refusals are expected; the invariants below must hold regardless
+        await check_invariants(harness, event_id)
+    finally:
+        await harness.close()
+
+
+async def check_invariants(harness: Harness, event_id: str) -> None:
+    view = await harness.events.get_event(event_id)
+    async with harness.engine.connect() as conn:
+        recount = dict(
+            (
+                await conn.execute(
+                    sa.text(
+                        "SELECT tier, count(*) FILTER (WHERE status = 'SOLD') FROM seats "
+                        "WHERE event_id = :e GROUP BY tier"
+                    ),
+                    {"e": event_id},
+                )
+            ).all()
+        )
+        ledger = dict(
+            (
+                await conn.execute(
+                    sa.text(
+                        "SELECT tier, count(*) FROM seat_sales WHERE event_id = :e "
+                        "AND returned_time IS NULL GROUP BY tier"
+                    ),
+                    {"e": event_id},
+                )
+            ).all()
+        )
+        sold_seats = {
+            SeatRef(Tier(t), r, n)
+            for t, r, n in await conn.execute(
+                sa.text(
+                    "SELECT tier, row, number FROM seats WHERE event_id = :e AND status = 'SOLD'"
+                ),
+                {"e": event_id},
+            )
+        }
+    all_seats = [
+        SeatRef(p.tier, r, n)
+        for p in PLANS
+        for r in range(1, p.rows + 1)
+        for n in range(1, p.seats_per_row + 1)
+    ]
+    held = await harness.holds.held_among(event_id, all_seats)
+    assert not held & sold_seats, "a seat is both sold and held"
+    for tier in view.tiers:
+        key = tier.plan.tier.value
+        assert tier.sold == recount.get(key, 0) == ledger.get(key, 0)
+        assert tier.held == sum(1 for s in held if s.tier is tier.plan.tier)
+        assert tier.available + tier.held + tier.sold == tier.plan.capacity
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(operations=st.lists(operation, min_size=1, max_size=25))
+def test_counters_equal_a_recount(mesh: Mesh, operations: list) -> None:
+    asyncio.run(run_scenario(mesh, operations))
+
+
+def test_racing_sales_of_one_seat_have_exactly_one_winner(mesh: Mesh) -> None:
+    async def race() -> None:
+        harness = Harness(mesh)
+        try:
+            view = await harness.events.create_event(
+                ORGANIZER, "Race", "", "Hall", datetime.now(UTC) + timedelta(days=1), PLANS
+            )
+            event_id = view.info.event_id
+            seat = [SeatRef(Tier.VIP, 1, 1)]
+
+            async def sell(fence: int) -> bool:
+                async with harness.engine.begin() as conn:
+                    return await Catalog(conn).sell(event_id, seat, uuid.uuid4(), fence)
+
+            outcomes = await asyncio.gather(*(sell(f) for f in range(1, 9)))
+            assert outcomes.count(True) == 1
+            # And the ledger's unique index refuses a second live sale outright.
+            with pytest.raises(IntegrityError):
+                async with harness.engine.begin() as conn:
+                    await conn.execute(
+                        seat_sales.insert().values(
+                            event_id=event_id,
+                            tier=Tier.VIP.value,
+                            row=1,
+                            number=1,
+                            booking_id=uuid.uuid4(),
+                            fence=99,
+                        )
+                    )
+        finally:
+            await harness.close()
+
+    asyncio.run(race())

@@ -1,0 +1,218 @@
+"""LockSeat, ReleaseSeat, ConfirmSeats and ReturnSeats over gRPC, against
+real PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+import redis
+
+from runtime.errors import error_details
+from scripts.mesh import Mesh
+from tests.support import create_event_grpc
+from ticketing.event.v1 import event_pb2, event_pb2_grpc
+
+
+@pytest.fixture(scope="module")
+def events(event_channel: grpc.Channel) -> event_pb2_grpc.EventServiceStub:
+    return event_pb2_grpc.EventServiceStub(event_channel)
+
+
+@pytest.fixture(scope="module")
+def store(mesh: Mesh) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(mesh.env["REDIS_URL"], decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def event(events: event_pb2_grpc.EventServiceStub, organizer_token: str) -> event_pb2.Event:
+    return create_event_grpc(events, organizer_token)
+
+
+def lock(
+    events: event_pb2_grpc.EventServiceStub,
+    event: event_pb2.Event,
+    seats: list[str],
+    owner: str,
+    ttl: int = 0,
+) -> event_pb2.LockSeatResponse:
+    return events.LockSeat(
+        event_pb2.LockSeatRequest(
+            event_id=event.event_id, seat_ids=seats, owner=owner, ttl_seconds=ttl
+        )
+    )
+
+
+def confirm(
+    events: event_pb2_grpc.EventServiceStub,
+    event: event_pb2.Event,
+    seats: list[str],
+    held: event_pb2.LockSeatResponse,
+    booking_id: str,
+) -> event_pb2.ConfirmSeatsResponse:
+    return events.ConfirmSeats(
+        event_pb2.ConfirmSeatsRequest(
+            event_id=event.event_id,
+            seat_ids=seats,
+            owner_token=held.owner_token,
+            fencing_token=held.fencing_token,
+            booking_id=booking_id,
+        )
+    )
+
+
+def fails(call: object, *args: object) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as caught:
+        call(*args)  # type: ignore[operator]
+    return caught.value
+
+
+def holder(store: redis.Redis, event: event_pb2.Event, seat: str) -> str | None:
+    return store.get(f"ev:{{{event.event_id}}}:hold:{seat}")
+
+
+def tier_counts(events: event_pb2_grpc.EventServiceStub, event: event_pb2.Event) -> dict:
+    got = events.GetEvent(event_pb2.GetEventRequest(event_id=event.event_id))
+    return {event_pb2.Tier.Name(t.tier): (t.available, t.held, t.sold) for t in got.tiers}
+
+
+def test_lock_prices_each_seat_by_its_tier_and_counts_it_held(events, event) -> None:
+    held = lock(events, event, ["VIP-1-1", "normal-2-3"], "booking-a")
+    assert [s.seat_id for s in held.seats] == ["vip-1-1", "standard-2-3"]
+    assert [s.price.amount_minor for s in held.seats] == [15000, 5000]
+    assert held.owner_token == "booking-a" and held.fencing_token > 0
+    assert held.event.title == event.title
+    assert tier_counts(events, event) == {"TIER_STANDARD": (39, 1, 0), "TIER_VIP": (9, 1, 0)}
+    again = lock(events, event, ["vip-1-1"], "booking-a")  # the same owner: idempotent
+    assert again.fencing_token > held.fencing_token
+
+
+def test_fifty_racing_lockers_never_share_a_seat(events, event, store) -> None:
+    pool = [f"standard-1-{n}" for n in range(1, 11)] + [f"vip-1-{n}" for n in range(1, 6)]
+    rng = random.Random(7)
+    wants = {f"owner-{i}": rng.sample(pool, rng.randint(1, 4)) for i in range(50)}
+
+    def attempt(owner: str) -> tuple[str, bool]:
+        try:
+            lock(events, event, wants[owner], owner)
+            return owner, True
+        except grpc.RpcError as error:
+            details = error_details(error)
+            assert (details.code, details.reason) == (grpc.StatusCode.ABORTED, "SEAT_UNAVAILABLE")
+            return owner, False
+
+    with ThreadPoolExecutor(50) as pool_:
+        outcomes = dict(pool_.map(attempt, wants))
+    winners = [o for o, won in outcomes.items() if won]
+    assert winners, "someone must get seats"
+    taken = [seat for o in winners for seat in wants[o]]
+    assert len(taken) == len(set(taken)), "a seat went to two owners"
+    for owner, won in outcomes.items():
+        holders = {holder(store, event, seat) for seat in wants[owner]}
+        if won:
+            assert holders == {owner}
+        else:
+            assert owner not in holders, f"{owner} lost yet holds part of its seats"
+    counts = tier_counts(events, event)
+    assert counts["TIER_STANDARD"][1] + counts["TIER_VIP"][1] == len(taken)
+
+
+def test_expired_hold_frees_the_seat_and_cannot_be_confirmed(events, event) -> None:
+    held = lock(events, event, ["vip-2-1"], "slow-owner", ttl=1)
+    time.sleep(1.3)
+    assert tier_counts(events, event)["TIER_VIP"] == (10, 0, 0)
+    late = error_details(fails(confirm, events, event, ["vip-2-1"], held, str(uuid.uuid4())))
+    assert (late.code, late.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "HOLD_EXPIRED")
+    assert lock(events, event, ["vip-2-1"], "next-owner").owner_token == "next-owner"
+
+
+def test_only_the_owner_releases(events, event, store) -> None:
+    lock(events, event, ["standard-3-1", "standard-3-2"], "owner-a")
+    foreign = events.ReleaseSeat(
+        event_pb2.ReleaseSeatRequest(
+            event_id=event.event_id, seat_ids=["standard-3-1"], owner_token="owner-b"
+        )
+    )
+    assert list(foreign.released_seat_ids) == []
+    assert holder(store, event, "standard-3-1") == "owner-a"
+    own = events.ReleaseSeat(
+        event_pb2.ReleaseSeatRequest(
+            event_id=event.event_id,
+            seat_ids=["standard-3-1", "standard-3-2"],
+            owner_token="owner-a",
+        )
+    )
+    assert list(own.released_seat_ids) == ["standard-3-1", "standard-3-2"]
+    assert tier_counts(events, event)["TIER_STANDARD"] == (40, 0, 0)
+
+
+def test_confirm_sells_and_return_puts_back(events, event, store) -> None:
+    seats = ["vip-1-2", "standard-4-10"]
+    booking = str(uuid.uuid4())
+    held = lock(events, event, seats, booking)
+    sold = confirm(events, event, seats, held, booking)
+    assert {s.status for s in sold.seats} == {event_pb2.SEAT_STATUS_SOLD}
+    assert tier_counts(events, event) == {"TIER_STANDARD": (39, 0, 1), "TIER_VIP": (9, 0, 1)}
+    # A retry of the same confirmation is a no-op success.
+    assert len(confirm(events, event, seats, held, booking).seats) == 2
+    assert tier_counts(events, event)["TIER_VIP"] == (9, 0, 1)
+    taken = error_details(fails(lock, events, event, ["vip-1-2"], "someone-else"))
+    assert taken.reason == "SEAT_UNAVAILABLE" and taken.metadata["seat_ids"] == "vip-1-2"
+
+    returned = events.ReturnSeats(
+        event_pb2.ReturnSeatsRequest(event_id=event.event_id, booking_id=booking)
+    )
+    assert sorted(returned.returned_seat_ids) == sorted(seats)
+    assert tier_counts(events, event) == {"TIER_STANDARD": (40, 0, 0), "TIER_VIP": (10, 0, 0)}
+    assert holder(store, event, "vip-1-2") is None
+    assert lock(events, event, ["vip-1-2"], "someone-else").owner_token == "someone-else"
+
+
+def test_database_refuses_a_second_sale_even_if_redis_lies(events, event, store) -> None:
+    first = str(uuid.uuid4())
+    held = lock(events, event, ["vip-2-5"], first)
+    confirm(events, event, ["vip-2-5"], held, first)
+    # Redis forgets the sale (say, it restarted) and hands out a hold on the sold seat.
+    store.set(f"ev:{{{event.event_id}}}:hold:vip-2-5", "liar", px=60_000)
+    liar = event_pb2.LockSeatResponse(owner_token="liar", fencing_token=held.fencing_token + 100)
+    refused = error_details(fails(confirm, events, event, ["vip-2-5"], liar, str(uuid.uuid4())))
+    assert (refused.code, refused.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "SEAT_UNAVAILABLE",
+    )
+    assert tier_counts(events, event)["TIER_VIP"][2] == 1
+    # With the marker gone entirely, LockSeat still asks PostgreSQL.
+    store.delete(f"ev:{{{event.event_id}}}:hold:vip-2-5")
+    assert error_details(fails(lock, events, event, ["vip-2-5"], "x")).reason == "SEAT_UNAVAILABLE"
+
+
+@pytest.mark.parametrize(
+    ("seats", "field"),
+    [
+        (["vip-9-1"], "seat_ids[0]"),
+        (["standard-1-1", "bogus"], "seat_ids[1]"),
+        (["vip-1-1", "VIP-1-1"], "seat_ids[1]"),
+        ([], "seat_ids"),
+    ],
+)
+def test_bad_seat_ids_name_the_field(events, event, seats, field) -> None:
+    error = error_details(fails(lock, events, event, seats, "owner"))
+    assert error.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert field in {v.field for v in error.violations}
+
+
+def test_unknown_and_malformed_events(events) -> None:
+    missing = fails(lock, events, event_pb2.Event(event_id=str(uuid.uuid4())), ["vip-1-1"], "o")
+    assert missing.code() is grpc.StatusCode.NOT_FOUND
+    malformed = error_details(
+        fails(lock, events, event_pb2.Event(event_id="nope"), ["vip-1-1"], "o")
+    )
+    assert malformed.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert malformed.violations[0].field == "event_id"

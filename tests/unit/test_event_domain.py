@@ -1,0 +1,137 @@
+"""Seat ids, tiers and event rules, without servers."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import pytest
+
+from event.domain import (
+    EventInfo,
+    SeatRef,
+    Tier,
+    TierPlan,
+    check_new_event,
+    check_seat_request,
+    parse_seat_id,
+)
+from runtime.errors import ServiceError
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+EVENT = EventInfo(
+    uuid.uuid4(),
+    "Show",
+    "",
+    "Hall",
+    NOW + timedelta(days=30),
+    uuid.uuid4(),
+    NOW,
+    (TierPlan(Tier.STANDARD, 5000, "USD", 10, 20), TierPlan(Tier.VIP, 15000, "USD", 2, 5)),
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "seat"),
+    [
+        ("standard-3-10", SeatRef(Tier.STANDARD, 3, 10)),
+        ("VIP-1-4", SeatRef(Tier.VIP, 1, 4)),
+        ("normal-2-1", SeatRef(Tier.STANDARD, 2, 1)),
+        (" Normal-2-1 ", SeatRef(Tier.STANDARD, 2, 1)),
+        ("vvip-2-1", SeatRef(Tier.VVIP, 2, 1)),
+    ],
+)
+def test_seat_ids_parse(raw: str, seat: SeatRef) -> None:
+    assert parse_seat_id(raw) == seat
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "vip",
+        "vip-1",
+        "vip-1-",
+        "vip-0-1",
+        "vip-1-0",
+        "vip-01-1",
+        "gold-1-1",
+        "vip-1-1-1",
+        "vip_1_1",
+        "vip--1-1",
+        "vip-a-1",
+    ],
+)
+def test_malformed_seat_ids_do_not_parse(raw: str) -> None:
+    assert parse_seat_id(raw) is None
+
+
+def test_seat_id_is_canonical_lowercase() -> None:
+    assert SeatRef(Tier.VVIP, 2, 1).seat_id == "vvip-2-1"
+    assert parse_seat_id("NORMAL-1-1").seat_id == "standard-1-1"  # type: ignore[union-attr]
+
+
+def test_seats_sort_in_seat_map_order() -> None:
+    seats = [SeatRef(Tier.VIP, 1, 1), SeatRef(Tier.STANDARD, 2, 1), SeatRef(Tier.STANDARD, 1, 2)]
+    assert [s.seat_id for s in sorted(seats)] == ["standard-1-2", "standard-2-1", "vip-1-1"]
+
+
+def violations(call: object, *args: object) -> dict[str, str]:
+    with pytest.raises(ServiceError) as caught:
+        call(*args)  # type: ignore[operator]
+    assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    return {v.field: v.description for v in caught.value.violations}
+
+
+def test_a_seat_request_may_mix_tiers() -> None:
+    seats = check_seat_request(["vip-2-5", "standard-10-20", "Normal-1-1"], EVENT)
+    assert [s.tier for s in seats] == [Tier.VIP, Tier.STANDARD, Tier.STANDARD]
+
+
+def test_each_bad_seat_is_named() -> None:
+    found = violations(
+        check_seat_request,
+        ["vip-1-1", "vip-3-1", "standard-1-21", "vvip-1-1", "xx", "VIP-1-1"],
+        EVENT,
+    )
+    assert set(found) == {"seat_ids[1]", "seat_ids[2]", "seat_ids[3]", "seat_ids[4]", "seat_ids[5]"}
+    assert "outside the vip tier (2 rows of 5)" in found["seat_ids[1]"]
+    assert "no vvip tier" in found["seat_ids[3]"]
+    assert "twice" in found["seat_ids[5]"]
+
+
+def test_between_one_and_ten_seats() -> None:
+    assert "seat_ids" in violations(check_seat_request, [], EVENT)
+    eleven = [f"standard-1-{n}" for n in range(1, 12)]
+    assert violations(check_seat_request, eleven, EVENT)["seat_ids"] == "at most 10 seats at a time"
+    assert len(check_seat_request(eleven[:10], EVENT)) == 10
+
+
+def test_a_valid_event_passes() -> None:
+    check_new_event("Show", "Hall", NOW + timedelta(days=1), "", EVENT.tiers, NOW)
+
+
+def test_every_event_problem_is_named() -> None:
+    tiers = [TierPlan(Tier.VIP, -1, "usd", 0, 2000), TierPlan(Tier.VIP, 100, "EUR", 1, 1)]
+    found = violations(check_new_event, " ", "", NOW - timedelta(seconds=1), "", tiers, NOW)
+    assert found == {
+        "event.title": "is required",
+        "event.venue": "is required",
+        "event.starts_at": "must be in the future",
+        "event.tiers[0].price.currency_code": "must be a three-letter ISO-4217 code",
+        "event.tiers[0].price.amount_minor": "must not be negative",
+        "event.tiers[0].rows": "must be between 1 and 1000",
+        "event.tiers[0].seats_per_row": "must be between 1 and 1000",
+        "event.tiers[1].tier": "VIP appears more than once",
+        "event.tiers[1].price.currency_code": "all tiers must share one currency",
+    }
+
+
+def test_capacity_is_capped_at_one_hundred_thousand() -> None:
+    at_cap = [TierPlan(Tier.STANDARD, 100, "USD", 100, 1000)]
+    check_new_event("Big", "Stadium", NOW + timedelta(days=1), "", at_cap, NOW)
+    over = [*at_cap, TierPlan(Tier.VIP, 100, "USD", 1, 1)]
+    assert "event.tiers" in violations(
+        check_new_event, "Big", "Stadium", NOW + timedelta(days=1), "", over, NOW
+    )
