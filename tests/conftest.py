@@ -2,11 +2,13 @@
 free ports, against the real PostgreSQL, Redis and RabbitMQ.
 
 Tests get their own databases (ticketing_test_*), Redis database 15 and
-RabbitMQ vhost `ticketing-test`, so they can run beside `make up`.
+RabbitMQ vhost `ticketing_test`, so they can run beside `make up`. Set
+TEST_NAMESPACE (and TEST_REDIS_DB) to run two test sessions side by side.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -20,7 +22,9 @@ from scripts.mesh import PYTHON, SERVICES, Mesh, ensure_backing_services, free_p
 from tests.support import Edge, mint_token
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
-TEST_VHOST = "ticketing-test"
+NAMESPACE = os.environ.get("TEST_NAMESPACE", "ticketing_test")
+REDIS_DB = os.environ.get("TEST_REDIS_DB", "15")
+TEST_VHOST = NAMESPACE
 ADMIN_EMAIL = "admin@test.example.com"
 ADMIN_PASSWORD = "admin-test-password"
 
@@ -28,7 +32,7 @@ ADMIN_PASSWORD = "admin-test-password"
 def _fresh_databases() -> None:
     with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True) as conn:
         for service in SERVICES:
-            conn.execute(f'DROP DATABASE IF EXISTS "ticketing_test_{service}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{NAMESPACE}_{service}" WITH (FORCE)')
 
 
 def _fresh_vhost() -> None:
@@ -50,7 +54,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     state = tmp_path_factory.mktemp("mesh")
     env = {
         "PG_URL": PG,
-        "REDIS_URL": "redis://127.0.0.1:6379/15",
+        "REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
         "AMQP_URL": f"amqp://guest:guest@127.0.0.1:5672/{TEST_VHOST}",
         "AUTH_KEYS_DIR": str(state / "keys"),
         "ADMIN_EMAIL": ADMIN_EMAIL,
@@ -61,7 +65,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         "SHUTDOWN_GRACE_SECONDS": "2",
     }
     for service in SERVICES:
-        env[f"{service.upper()}_DATABASE_URL"] = f"{PG}/ticketing_test_{service}"
+        env[f"{service.upper()}_DATABASE_URL"] = f"{PG}/{NAMESPACE}_{service}"
         env[f"{service.upper()}_GRPC_ADDR"] = f"127.0.0.1:{free_port()}"
     running = Mesh(state, env)
     running.run(PYTHON, "-m", "auth", "keys")
