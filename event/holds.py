@@ -150,7 +150,7 @@ class HoldStore:
             )
         )
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         await self._redis.aclose()
 
     @staticmethod

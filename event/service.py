@@ -214,6 +214,8 @@ class EventUseCases:
             str(info.event_id), seats, owner, booking_id, CONFIRM_GRACE_MS
         )
         if lost:
+            if await self._sold_to(info, booking, seats):
+                return info, seats  # a retry of a sale that committed; Redis forgot it
             raise seats_unavailable(lost, grpc.StatusCode.FAILED_PRECONDITION, "HOLD_EXPIRED")
         async with self._engine.begin() as conn:
             catalog = Catalog(conn)
@@ -231,6 +233,10 @@ class EventUseCases:
             # refusing holds on these seats.
             log.warning("sold %s but could not mark it in Redis", booking_id)
         return info, seats
+
+    async def _sold_to(self, info: EventInfo, booking: uuid.UUID, seats: Sequence[SeatRef]) -> bool:
+        async with self._engine.connect() as conn:
+            return set(seats) <= set(await Catalog(conn).sold_to(info.event_id, booking))
 
     async def return_seats(self, event_id: str, booking_id: str) -> list[SeatRef]:
         info = await self._event(event_id)

@@ -23,8 +23,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from runtime import metrics
-from runtime.config import Settings, env_int
-from runtime.identity import TokenVerifier
+from runtime.config import Settings, env_int, grpc_addr
+from runtime.identity import RemoteJwks, TokenVerifier
 from runtime.interceptor import ServiceInterceptor, access_rules
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,9 @@ class GrpcService:
     """A service's servicers plus the workers that live as long as it does."""
 
     settings: Settings
-    verifier: TokenVerifier
+    # Access tokens are checked against the auth service's published keys
+    # unless a service brings its own (the auth service itself does).
+    verifier: TokenVerifier | None = None
     registrations: list[Registration] = field(default_factory=list)
     workers: list[AbstractAsyncContextManager[Any]] = field(default_factory=list)
 
@@ -66,8 +68,13 @@ class GrpcService:
     @contextlib.asynccontextmanager
     async def serving(self) -> Any:
         rules = access_rules(r.descriptor for r in self.registrations)
+        verifier = self.verifier or TokenVerifier(
+            RemoteJwks(grpc_addr("auth")).key_for,
+            self.settings.jwt_issuer,
+            self.settings.jwt_audience,
+        )
         server = grpc.aio.server(
-            interceptors=[ServiceInterceptor(rules, self.verifier)],
+            interceptors=[ServiceInterceptor(rules, verifier)],
             options=[
                 ("grpc.so_reuseport", 1),
                 ("grpc.keepalive_permit_without_calls", 1),

@@ -6,6 +6,7 @@ server.
     ... point the service at 127.0.0.1:proxy.port ...
     proxy.cut()        # connections reset, new ones refused
     proxy.blackhole()  # connections accepted, nothing ever answers
+    proxy.drop_replies()  # requests arrive, answers are lost on the way back
     proxy.restore()    # traffic flows again
 """
 
@@ -51,6 +52,11 @@ class FaultProxy:
             self._mode = "blackhole"
         if self._listener is None:
             self._listen()
+
+    def drop_replies(self) -> None:
+        """Forwards what the client sends, swallows what the server answers."""
+        with self._lock:
+            self._mode = "oneway"
 
     def restore(self) -> None:
         with self._lock:
@@ -100,8 +106,8 @@ class FaultProxy:
                     data = source.recv(65536)
                     if not data:
                         return
-                    if self._mode == "up":  # a blackhole swallows it
-                        pair[source].sendall(data)
+                    if self._mode == "up" or (self._mode == "oneway" and source is client):
+                        pair[source].sendall(data)  # else swallowed
         except OSError:
             return
         finally:

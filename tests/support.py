@@ -173,3 +173,44 @@ def create_event_grpc(stub: Any, token: str, **kwargs: Any) -> Any:
 
     event = json_format.ParseDict(event_body(**kwargs), event_pb2.Event())
     return stub.CreateEvent(event_pb2.CreateEventRequest(event=event), metadata=bearer(token))
+
+
+VISA_OK = "4242424242424242"
+VISA_DECLINED = "4000000000000002"
+VISA_NO_FUNDS = "4000000000009995"
+
+
+def card(number: str = VISA_OK) -> dict[str, Any]:
+    return {
+        "card_number": number,
+        "exp_month": 12,
+        "exp_year": datetime.now(UTC).year + 2,
+        "cvc": "123",
+    }
+
+
+def book(
+    edge: Edge,
+    token: str,
+    event_id: str,
+    seats: list[str],
+    number: str = VISA_OK,
+    request_id: str | None = None,
+) -> Reply:
+    return edge.post(
+        "/v1/bookings",
+        {
+            "event_id": event_id,
+            "seat_ids": seats,
+            "payment_method": card(number),
+            "request_id": request_id or str(uuid.uuid4()),
+        },
+        token=token,
+    )
+
+
+def error_reason_metadata(reply: Reply) -> dict[str, str]:
+    for detail in reply.body.get("details", []) if isinstance(reply.body, dict) else []:
+        if detail.get("@type", "").endswith("google.rpc.ErrorInfo"):
+            return detail.get("metadata", {})
+    return {}

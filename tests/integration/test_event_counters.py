@@ -41,7 +41,7 @@ class Harness:
         self.events = EventUseCases(self.engine, self.holds, hold_ttl_seconds=60)
 
     async def close(self) -> None:
-        await self.holds.close()
+        await self.holds.aclose()
         await self.engine.dispose()
 
 

@@ -1,0 +1,43 @@
+"""`python -m booking [serve|migrate]`."""
+
+from __future__ import annotations
+
+import contextlib
+
+from booking.api import BookingServicer
+from booking.clients import Downstream
+from booking.service import BookingUseCases
+from runtime import cli, db
+from runtime.config import Settings, env_float, env_int, grpc_addr
+from runtime.outbox import OutboxRelay
+from runtime.server import GrpcService
+from ticketing.booking.v1 import booking_pb2, booking_pb2_grpc
+
+
+async def build(settings: Settings) -> GrpcService:
+    engine = db.async_engine(settings)
+    downstream = Downstream(
+        grpc_addr("event"), grpc_addr("payment"), env_float("DOWNSTREAM_TIMEOUT_SECONDS", 5.0)
+    )
+    use_cases = BookingUseCases(
+        engine,
+        downstream,
+        env_int("HOLD_TTL_SECONDS", 300),
+        sweep_grace_seconds=env_float("SWEEP_GRACE_SECONDS", 30.0),
+    )
+    service = GrpcService(settings)
+    service.add(
+        booking_pb2.DESCRIPTOR.services_by_name["BookingService"],
+        booking_pb2_grpc.add_BookingServiceServicer_to_server,
+        BookingServicer(use_cases),
+    )
+    service.workers += [
+        db.disposing(engine),
+        contextlib.aclosing(downstream),
+        OutboxRelay(settings.database_url, settings.amqp_url),
+        use_cases.sweeping(env_float("SWEEP_INTERVAL_SECONDS", 15.0)),
+    ]
+    return service
+
+
+cli.main("booking", build)

@@ -1,0 +1,31 @@
+"""The services booking calls, each call with a deadline and the request id."""
+
+from __future__ import annotations
+
+import grpc
+
+from runtime.logs import request_id_var
+from ticketing.event.v1 import event_pb2_grpc
+from ticketing.payment.v1 import payment_pb2_grpc
+
+# Transient failures worth another try within a saga step's budget.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+class Downstream:
+    def __init__(self, event_addr: str, payment_addr: str, timeout_seconds: float) -> None:
+        options = [("grpc.keepalive_time_ms", 20_000), ("grpc.enable_retries", 1)]
+        self._channels = [
+            grpc.aio.insecure_channel(event_addr, options=options),
+            grpc.aio.insecure_channel(payment_addr, options=options),
+        ]
+        self.events = event_pb2_grpc.EventServiceStub(self._channels[0])
+        self.payments = payment_pb2_grpc.PaymentServiceStub(self._channels[1])
+        self.timeout = timeout_seconds
+
+    def call_options(self) -> dict[str, object]:
+        return {"timeout": self.timeout, "metadata": (("x-request-id", request_id_var.get()),)}
+
+    async def aclose(self) -> None:
+        for channel in self._channels:
+            await channel.close()

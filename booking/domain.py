@@ -1,0 +1,134 @@
+"""Bookings, free of I/O: identity, states, totals and what may happen when."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import grpc
+
+from runtime.errors import ServiceError, Violations
+
+MAX_SEATS = 10
+MAX_REQUEST_ID_LENGTH = 128
+# Bookings are named by the user and their request id, so every retry of a
+# request, even one racing the original, works on the same booking.
+_BOOKING_NAMESPACE = uuid.UUID("5f1d3c2e-8a4b-4e0f-9d6a-2b7c1e9f4a30")
+
+DECLINE_CODES = frozenset({"card_declined", "insufficient_funds"})
+
+
+class State(enum.IntEnum):
+    """Values match ticketing.booking.v1.BookingState."""
+
+    PENDING = 1
+    CONFIRMED = 2
+    FAILED = 3
+    CANCELLED = 4
+
+
+@dataclass(frozen=True)
+class BookedSeat:
+    seat_id: str
+    tier: int
+    price_minor: int
+
+
+@dataclass(frozen=True)
+class EventSnapshot:
+    """The event as it was when booked; a ticket does not change afterwards."""
+
+    event_id: uuid.UUID
+    title: str
+    venue: str
+    starts_at: datetime
+
+
+@dataclass(frozen=True)
+class Booking:
+    booking_id: uuid.UUID
+    user_id: uuid.UUID
+    user_email: str
+    request_id: str
+    event: EventSnapshot
+    seats: tuple[BookedSeat, ...]
+    currency: str
+    total_minor: int
+    state: State
+    owner_token: str
+    fencing_token: int
+    create_time: datetime
+    update_time: datetime
+    payment_id: uuid.UUID | None = None
+    failure_reason: str = ""
+    cancel_requested: bool = field(default=False)
+
+    @property
+    def seat_ids(self) -> list[str]:
+        return [seat.seat_id for seat in self.seats]
+
+
+def booking_id_for(user_id: str, request_id: str) -> uuid.UUID:
+    if not request_id:
+        return uuid.uuid4()
+    return uuid.uuid5(_BOOKING_NAMESPACE, f"{user_id}/{request_id}")
+
+
+def check_request(
+    event_id: str, seat_ids: Sequence[str], has_payment_method: bool, request_id: str
+) -> None:
+    """What booking can check alone; the event and payment services check the rest."""
+    problems = Violations()
+    if not event_id:
+        problems.add("event_id", "is required")
+    if not seat_ids:
+        problems.add("seat_ids", "at least one seat is required")
+    elif len(seat_ids) > MAX_SEATS:
+        problems.add("seat_ids", f"at most {MAX_SEATS} seats per booking")
+    if not has_payment_method:
+        problems.add("payment_method", "is required")
+    if len(request_id) > MAX_REQUEST_ID_LENGTH:
+        problems.add("request_id", f"must be at most {MAX_REQUEST_ID_LENGTH} characters")
+    problems.raise_if_any()
+
+
+def total(seats: Sequence[BookedSeat]) -> int:
+    return sum(seat.price_minor for seat in seats)
+
+
+def failure_error(booking: Booking) -> ServiceError:
+    """The error a FAILED booking answers with, first time and on every retry."""
+    metadata = {"booking_id": str(booking.booking_id), "failure_reason": booking.failure_reason}
+    if booking.failure_reason in DECLINE_CODES:
+        return ServiceError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "PAYMENT_DECLINED",
+            f"the payment was declined ({booking.failure_reason})",
+            metadata,
+        )
+    return ServiceError(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "BOOKING_FAILED",
+        f"the booking failed ({booking.failure_reason})",
+        metadata,
+    )
+
+
+def check_cancellable(booking: Booking, now: datetime) -> None:
+    if booking.state is not State.CONFIRMED:
+        raise ServiceError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "BOOKING_NOT_CANCELLABLE",
+            f"only confirmed bookings can be cancelled; this one is {booking.state.name}",
+            {"booking_id": str(booking.booking_id), "state": booking.state.name},
+        )
+    if booking.event.starts_at <= now:
+        raise ServiceError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "EVENT_STARTED",
+            "the event has started; bookings can no longer be cancelled",
+            {"booking_id": str(booking.booking_id)},
+        )

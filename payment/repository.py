@@ -1,0 +1,144 @@
+"""The payment database: payments (one per idempotency key) and refunds."""
+
+from __future__ import annotations
+
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from payment.domain import Payment, State
+
+metadata = sa.MetaData()
+
+payments = sa.Table(
+    "payments",
+    metadata,
+    sa.Column("payment_id", pg.UUID(as_uuid=True), primary_key=True),
+    # The same key is the same payment: retries never charge twice.
+    sa.Column("idempotency_key", sa.Text, nullable=False, unique=True),
+    sa.Column("user_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("reference", sa.Text, nullable=False),
+    sa.Column("amount_minor", sa.BigInteger, nullable=False),
+    sa.Column("currency", sa.Text, nullable=False),
+    sa.Column("state", sa.SmallInteger, nullable=False),
+    sa.Column("card_brand", sa.Text, nullable=False),
+    sa.Column("card_last4", sa.Text, nullable=False),
+    sa.Column("decline_code", sa.Text, nullable=False, server_default=""),
+    sa.Column("refunded_minor", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("refunded_minor BETWEEN 0 AND amount_minor", name="refund_within_charge"),
+)
+
+refunds = sa.Table(
+    "refunds",
+    metadata,
+    sa.Column("refund_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column(
+        "payment_id",
+        pg.UUID(as_uuid=True),
+        sa.ForeignKey("payments.payment_id"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("idempotency_key", sa.Text, nullable=False, unique=True),
+    sa.Column("amount_minor", sa.BigInteger, nullable=False),
+    sa.Column(
+        "create_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+)
+
+
+def _payment(row: sa.Row) -> Payment:
+    return Payment(
+        row.payment_id,
+        row.idempotency_key,
+        row.user_id,
+        row.reference,
+        row.amount_minor,
+        row.currency,
+        State(row.state),
+        row.card_brand,
+        row.card_last4,
+        row.decline_code,
+        row.refunded_minor,
+        row.create_time,
+        row.update_time,
+    )
+
+
+class Payments:
+    """Queries on one connection, inside the caller's transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def add(self, payment: Payment) -> Payment:
+        """Stores the payment, or returns the one already stored under its key."""
+        await self._conn.execute(
+            pg.insert(payments)
+            .values(
+                payment_id=payment.payment_id,
+                idempotency_key=payment.idempotency_key,
+                user_id=payment.user_id,
+                reference=payment.reference,
+                amount_minor=payment.amount_minor,
+                currency=payment.currency,
+                state=payment.state.value,
+                card_brand=payment.card_brand,
+                card_last4=payment.card_last4,
+                decline_code=payment.decline_code,
+                create_time=payment.create_time,
+                update_time=payment.update_time,
+            )
+            .on_conflict_do_nothing(index_elements=[payments.c.idempotency_key])
+        )
+        stored = await self.by_key(payment.idempotency_key)
+        assert stored is not None
+        return stored
+
+    async def by_key(self, idempotency_key: str) -> Payment | None:
+        row = (
+            await self._conn.execute(
+                sa.select(payments).where(payments.c.idempotency_key == idempotency_key)
+            )
+        ).first()
+        return _payment(row) if row else None
+
+    async def get(self, payment_id: uuid.UUID, for_update: bool = False) -> Payment | None:
+        query = sa.select(payments).where(payments.c.payment_id == payment_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self._conn.execute(query)).first()
+        return _payment(row) if row else None
+
+    async def refund_exists(self, idempotency_key: str) -> bool:
+        found = await self._conn.execute(
+            sa.select(refunds.c.refund_id).where(refunds.c.idempotency_key == idempotency_key)
+        )
+        return found.first() is not None
+
+    async def refund_in_full(self, payment: Payment, idempotency_key: str) -> Payment:
+        await self._conn.execute(
+            refunds.insert().values(
+                refund_id=uuid.uuid4(),
+                payment_id=payment.payment_id,
+                idempotency_key=idempotency_key,
+                amount_minor=payment.amount_minor,
+            )
+        )
+        row = (
+            await self._conn.execute(
+                payments.update()
+                .where(payments.c.payment_id == payment.payment_id)
+                .values(
+                    state=State.REFUNDED.value,
+                    refunded_minor=payment.amount_minor,
+                    update_time=sa.func.now(),
+                )
+                .returning(payments)
+            )
+        ).one()
+        return _payment(row)
