@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup protos keys up down logs test lint format bench clean
 
-setup: $(VENV)/.installed node_modules/.installed gen/.stamp var/keys/.stamp
+setup: $(VENV)/.installed node_modules/.installed gen/.stamp keys
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,10 +35,10 @@ gen/.stamp: $(PROTOS) $(VENV)/.installed
 		--descriptor_set_out=gen/descriptors.binpb $(PROTOS) google/rpc/error_details.proto
 	touch $@
 
-keys: var/keys/.stamp
-var/keys/.stamp: $(VENV)/.installed gen/.stamp
+# Development signing keys (access tokens, tickets): made once, never committed.
+keys: $(VENV)/.installed gen/.stamp
 	$(PY) -m auth keys
-	touch $@
+	$(PY) -m notification keys
 
 up: setup
 	$(PY) scripts/mesh.py up

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from auth.api import AuthServicer
 from auth.domain import Passwords
-from auth.keys import KeyRing, ensure_key, generate_key
 from auth.service import AuthUseCases
 from runtime import cli, db
 from runtime.config import Settings, env_int, env_str
 from runtime.identity import TokenVerifier
 from runtime.outbox import OutboxRelay
 from runtime.server import GrpcService
+from runtime.signing import KeyRing, ensure_key, generate_key
 from ticketing.auth.v1 import auth_pb2, auth_pb2_grpc
 
 

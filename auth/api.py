@@ -5,11 +5,11 @@ from __future__ import annotations
 import grpc
 
 from auth.domain import User
-from auth.keys import KeyRing
 from auth.service import AuthUseCases, Tokens
 from runtime import timestamps
 from runtime.errors import bad_field
 from runtime.identity import Role, caller
+from runtime.signing import KeyRing
 from ticketing.auth.v1 import auth_pb2, auth_pb2_grpc
 
 _ROLE_TO_PROTO = {

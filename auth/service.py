@@ -13,12 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth import domain
 from auth.domain import User
-from auth.keys import KeyRing
 from auth.repository import Accounts, outbox
 from runtime import pagination, timestamps
 from runtime.errors import ServiceError, bad_field, not_found, parse_uuid
 from runtime.identity import Role
 from runtime.outbox import enqueue
+from runtime.signing import KeyRing
 from ticketing.auth.v1 import messages_pb2
 
 log = logging.getLogger(__name__)
@@ -152,23 +152,13 @@ class AuthUseCases:
 
     async def list_users(self, page_size: int, page_token: str) -> tuple[list[User], str]:
         limit = pagination.page_size(page_size)
-        cursor = pagination.decode_token(page_token)
-        try:
-            after = (
-                (datetime.fromisoformat(cursor["t"]), uuid.UUID(cursor["id"])) if cursor else None
-            )
-        except (KeyError, ValueError, TypeError) as exc:
-            raise bad_field("page_token", "is not a token from a previous page") from exc
+        after = pagination.decode_keyset(page_token)
         async with self._engine.connect() as conn:
             found = await Accounts(conn).page(limit + 1, after)
-        page, more = found[:limit], len(found) > limit
-        next_token = (
-            pagination.encode_token(
-                {"t": page[-1].create_time.isoformat(), "id": str(page[-1].user_id)}
-            )
-            if more
-            else ""
-        )
+        page = found[:limit]
+        next_token = ""
+        if len(found) > limit:
+            next_token = pagination.keyset_token(page[-1].create_time, page[-1].user_id)
         return page, next_token
 
     async def set_role(self, user_id: str, role: Role) -> User:

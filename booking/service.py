@@ -33,7 +33,6 @@ from runtime import pagination, timestamps
 from runtime.errors import (
     ErrorDetails,
     ServiceError,
-    bad_field,
     error_details,
     not_found,
     parse_uuid,
@@ -342,22 +341,14 @@ class BookingUseCases:
         self, who: Caller, page_size: int, page_token: str, state: State | None
     ) -> tuple[list[Booking], str]:
         limit = pagination.page_size(page_size)
-        cursor = pagination.decode_token(page_token)
-        try:
-            before = (
-                (datetime.fromisoformat(cursor["t"]), uuid.UUID(cursor["id"])) if cursor else None
-            )
-        except (KeyError, ValueError, TypeError) as exc:
-            raise bad_field("page_token", "is not a token from a previous page") from exc
+        before = pagination.decode_keyset(page_token)
         user = None if who.is_admin else uuid.UUID(who.user_id)
         async with self._engine.connect() as conn:
             found = await Ledger(conn).page(user, state, limit + 1, before)
         page = found[:limit]
         token = ""
         if len(found) > limit:
-            token = pagination.encode_token(
-                {"t": page[-1].create_time.isoformat(), "id": str(page[-1].booking_id)}
-            )
+            token = pagination.keyset_token(page[-1].create_time, page[-1].booking_id)
         return page, token
 
     # -- cancelling -----------------------------------------------------------

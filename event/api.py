@@ -5,6 +5,8 @@ from __future__ import annotations
 import grpc
 
 from event.domain import EventInfo, SeatRef, Tier, TierPlan
+from event.repository import TierSales
+from event.sales import SalesReports
 from event.service import EventUseCases, EventView, SeatStatus
 from runtime import timestamps
 from runtime.errors import bad_field
@@ -97,9 +99,47 @@ def _plans(event: event_pb2.Event) -> list[TierPlan]:
     return plans
 
 
+def sales_to_proto(info: EventInfo, tiers: list[TierSales]) -> event_pb2.SalesReport:
+    def total(field: str) -> money_pb2.Money:
+        return money_pb2.Money(
+            currency_code=info.currency, amount_minor=sum(getattr(t, field) for t in tiers)
+        )
+
+    gross, refunded = total("gross_minor"), total("refunded_minor")
+    return event_pb2.SalesReport(
+        event_id=str(info.event_id),
+        tiers=[
+            event_pb2.TierSales(
+                tier=t.tier.value,
+                tickets_sold=t.tickets_sold,
+                tickets_refunded=t.tickets_refunded,
+                gross=money_pb2.Money(currency_code=t.currency, amount_minor=t.gross_minor),
+                refunded=money_pb2.Money(currency_code=t.currency, amount_minor=t.refunded_minor),
+            )
+            for t in tiers
+        ],
+        tickets_sold=sum(t.tickets_sold for t in tiers),
+        gross=gross,
+        refunded=refunded,
+        net=money_pb2.Money(
+            currency_code=info.currency, amount_minor=gross.amount_minor - refunded.amount_minor
+        ),
+        update_time=timestamps.to_proto(
+            max((t.update_time for t in tiers), default=info.create_time)
+        ),
+    )
+
+
 class EventServicer(event_pb2_grpc.EventServiceServicer):
-    def __init__(self, use_cases: EventUseCases) -> None:
+    def __init__(self, use_cases: EventUseCases, sales: SalesReports) -> None:
         self._events = use_cases
+        self._sales = sales
+
+    async def GetSalesReport(
+        self, request: event_pb2.GetSalesReportRequest, context: grpc.aio.ServicerContext
+    ) -> event_pb2.SalesReport:
+        info, tiers = await self._sales.report(caller(), request.event_id)
+        return sales_to_proto(info, tiers)
 
     async def CreateEvent(
         self, request: event_pb2.CreateEventRequest, context: grpc.aio.ServicerContext

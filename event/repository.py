@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from event.domain import EventInfo, SeatRef, Tier, TierPlan
+from runtime.consumer import first_delivery, processed_messages_table
 
 metadata = sa.MetaData()
 
@@ -329,3 +330,91 @@ class Catalog:
             query = query.where(sa.tuple_(*_SEAT_KEY) > (after.tier.value, after.row, after.number))
         rows = await self._conn.execute(query.order_by(*_SEAT_KEY).limit(limit))
         return [(_seat(r), r.status == SOLD) for r in rows]
+
+
+sales = sa.Table(
+    "sales",
+    metadata,
+    sa.Column("event_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("tier", sa.SmallInteger, primary_key=True),
+    sa.Column("currency", sa.Text, nullable=False),
+    sa.Column("tickets_sold", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("tickets_refunded", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("gross_minor", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("refunded_minor", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column(
+        "update_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+)
+
+processed_messages = processed_messages_table(metadata)
+
+
+@dataclasses.dataclass(frozen=True)
+class TierSales:
+    tier: Tier
+    currency: str
+    tickets_sold: int
+    tickets_refunded: int
+    gross_minor: int
+    refunded_minor: int
+    update_time: datetime
+
+
+class SalesBook:
+    """The sales report, moved by booking messages (inside the caller's transaction)."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def first_delivery(self, message_id: str) -> bool:
+        return await first_delivery(self._conn, processed_messages, message_id)
+
+    async def add(
+        self,
+        event_id: uuid.UUID,
+        tier: Tier,
+        currency: str,
+        sold: int,
+        refunded: int,
+        gross_minor: int,
+        refunded_minor: int,
+    ) -> None:
+        insert = pg.insert(sales).values(
+            event_id=event_id,
+            tier=tier.value,
+            currency=currency,
+            tickets_sold=sold,
+            tickets_refunded=refunded,
+            gross_minor=gross_minor,
+            refunded_minor=refunded_minor,
+        )
+        await self._conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=[sales.c.event_id, sales.c.tier],
+                set_={
+                    "tickets_sold": sales.c.tickets_sold + insert.excluded.tickets_sold,
+                    "tickets_refunded": sales.c.tickets_refunded + insert.excluded.tickets_refunded,
+                    "gross_minor": sales.c.gross_minor + insert.excluded.gross_minor,
+                    "refunded_minor": sales.c.refunded_minor + insert.excluded.refunded_minor,
+                    "update_time": sa.func.now(),
+                },
+            )
+        )
+
+    async def report(self, event_id: uuid.UUID) -> list[TierSales]:
+        rows = await self._conn.execute(
+            sa.select(sales).where(sales.c.event_id == event_id).order_by(sales.c.tier)
+        )
+        return [
+            TierSales(
+                Tier(r.tier),
+                r.currency,
+                r.tickets_sold,
+                r.tickets_refunded,
+                r.gross_minor,
+                r.refunded_minor,
+                r.update_time,
+            )
+            for r in rows
+        ]

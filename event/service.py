@@ -118,20 +118,14 @@ class EventUseCases:
         return EventView(info, tuple(TierAvailability(p, 0, 0) for p in info.tiers))
 
     async def get_event(self, event_id: str) -> EventView:
-        info = await self._event(event_id)
+        info = await self.event_info(event_id)
         return (await self._with_availability([info]))[0]
 
     async def list_events(
         self, page_size: int, page_token: str, include_started: bool
     ) -> tuple[list[EventView], str]:
         limit = pagination.page_size(page_size)
-        cursor = pagination.decode_token(page_token)
-        try:
-            after = (
-                (datetime.fromisoformat(cursor["at"]), uuid.UUID(cursor["id"])) if cursor else None
-            )
-        except (KeyError, ValueError, TypeError) as exc:
-            raise bad_field("page_token", "is not a token from a previous page") from exc
+        after = pagination.decode_keyset(page_token)
         async with self._engine.connect() as conn:
             found = await Catalog(conn).events_page(
                 limit + 1, after, None if include_started else datetime.now(UTC)
@@ -139,9 +133,7 @@ class EventUseCases:
         page = found[:limit]
         next_token = ""
         if len(found) > limit:
-            next_token = pagination.encode_token(
-                {"at": page[-1].starts_at.isoformat(), "id": str(page[-1].event_id)}
-            )
+            next_token = pagination.keyset_token(page[-1].starts_at, page[-1].event_id)
         return await self._with_availability(page), next_token
 
     async def list_seats(
@@ -152,7 +144,7 @@ class EventUseCases:
         page_size: int,
         page_token: str,
     ) -> tuple[list[SeatView], str]:
-        info = await self._event(event_id)
+        info = await self.event_info(event_id)
         limit = pagination.page_size(page_size, default=100, maximum=1000)
         cursor = pagination.decode_token(page_token)
         after = domain.parse_seat_id(cursor.get("after", "")) if cursor else None
@@ -171,7 +163,7 @@ class EventUseCases:
     async def lock(
         self, event_id: str, seat_ids: Sequence[str], owner: str, ttl_seconds: int
     ) -> HoldResult:
-        info = await self._event(event_id)
+        info = await self.event_info(event_id)
         self._check_on_sale(info)
         wanted = domain.check_seat_request(seat_ids, info)
         if not owner:
@@ -189,7 +181,7 @@ class EventUseCases:
         return HoldResult(owner, outcome, info, wanted)
 
     async def release(self, event_id: str, seat_ids: Sequence[str], owner: str) -> list[str]:
-        info = await self._event(event_id)
+        info = await self.event_info(event_id)
         seats = domain.check_seat_request(seat_ids, info)
         if not owner:
             raise bad_field("owner_token", "is required")
@@ -203,7 +195,7 @@ class EventUseCases:
         fencing_token: int,
         booking_id: str,
     ) -> tuple[EventInfo, list[SeatRef]]:
-        info = await self._event(event_id)
+        info = await self.event_info(event_id)
         seats = domain.check_seat_request(seat_ids, info)
         booking = parse_uuid(booking_id, "booking_id")
         if not owner:
@@ -239,14 +231,14 @@ class EventUseCases:
             return set(seats) <= set(await Catalog(conn).sold_to(info.event_id, booking))
 
     async def return_seats(self, event_id: str, booking_id: str) -> list[SeatRef]:
-        info = await self._event(event_id)
+        info = await self.event_info(event_id)
         booking = parse_uuid(booking_id, "booking_id")
         async with self._engine.begin() as conn:
             ever_sold = await Catalog(conn).unsell(info.event_id, booking)
         await self._holds.unmark_sold(str(info.event_id), ever_sold, booking_id)
         return ever_sold
 
-    async def _event(self, event_id: str) -> EventInfo:
+    async def event_info(self, event_id: str) -> EventInfo:
         key = parse_uuid(event_id, "event_id")
         info = self._events.get(key)
         if info is None:

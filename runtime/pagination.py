@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import uuid
+from datetime import datetime
 from typing import Any
 
 from runtime.errors import bad_field
@@ -32,3 +34,19 @@ def decode_token(token: str) -> dict[str, Any]:
     if not isinstance(cursor, dict):
         raise bad_field("page_token", "is not a token from a previous page")
     return cursor
+
+
+def keyset_token(moment: datetime, ident: uuid.UUID) -> str:
+    """A page token for lists ordered by (time, id)."""
+    return encode_token({"t": moment.isoformat(), "id": str(ident)})
+
+
+def decode_keyset(token: str) -> tuple[datetime, uuid.UUID] | None:
+    """The (time, id) a keyset_token names; None for the first page."""
+    cursor = decode_token(token)
+    if not cursor:
+        return None
+    try:
+        return datetime.fromisoformat(cursor["t"]), uuid.UUID(cursor["id"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise bad_field("page_token", "is not a token from a previous page") from exc

@@ -224,7 +224,16 @@ class Mesh:
 
     def start_smtp_sink(self) -> None:
         port = self.env.get("SMTP_PORT", "1025")
-        self.spawn("smtp", PYTHON, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}")
+        self.spawn(
+            "smtp",
+            PYTHON,
+            str(REPO / "scripts" / "mail_sink.py"),
+            "--port",
+            port,
+            "--dir",
+            str(self.state / "mail"),
+        )
+        wait_for(lambda: port_open(int(port)), "the SMTP sink", 10)
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
         process = self.processes.pop(name, None)
@@ -281,7 +290,7 @@ The mesh is up ({", ".join(mesh.implemented())}).
   HTTP/JSON and gRPC via Envoy  http://127.0.0.1:8080   e.g. curl http://127.0.0.1:8080/v1/auth/jwks
   gRPC straight to a service    {", ".join(f"{s} {mesh.addr(s)}" for s in mesh.implemented())}
   Envoy admin and stats         http://127.0.0.1:9901/stats
-  SMTP sink (mail is logged)    127.0.0.1:1025 -> {mesh.logs / "smtp.log"}
+  SMTP sink, every email kept   127.0.0.1:1025 -> {state / "mail"}/*.eml
   Logs                          {mesh.logs}/*.log  (make logs)
 Stop it with: make down""")
 

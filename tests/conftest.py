@@ -18,6 +18,7 @@ import grpc
 import psycopg
 import pytest
 
+from scripts.mail_sink import MailSink
 from scripts.mesh import PYTHON, SERVICES, Mesh, ensure_backing_services, free_port
 from tests.support import Edge, mint_token
 
@@ -47,7 +48,16 @@ def _fresh_vhost() -> None:
 
 
 @pytest.fixture(scope="session")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def mail_sink() -> Iterator[MailSink]:
+    """The SMTP server the notification service sends to, in-process so tests can
+    read what arrived, and stop it to play an outage."""
+    sink = MailSink(free_port()).start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="session")
+def mesh(tmp_path_factory: pytest.TempPathFactory, mail_sink: MailSink) -> Iterator[Mesh]:
     ensure_backing_services()
     _fresh_databases()
     _fresh_vhost()
@@ -57,11 +67,12 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         "REDIS_URL": f"redis://127.0.0.1:6379/{REDIS_DB}",
         "AMQP_URL": f"amqp://guest:guest@127.0.0.1:5672/{TEST_VHOST}",
         "AUTH_KEYS_DIR": str(state / "keys"),
+        "TICKET_KEYS_DIR": str(state / "ticket-keys"),
         "ADMIN_EMAIL": ADMIN_EMAIL,
         "ADMIN_PASSWORD": ADMIN_PASSWORD,
         "EDGE_PORT": str(free_port()),
         "EDGE_ADMIN_PORT": str(free_port()),
-        "SMTP_PORT": str(free_port()),
+        "SMTP_PORT": str(mail_sink.port),
         "SHUTDOWN_GRACE_SECONDS": "2",
     }
     for service in SERVICES:
@@ -69,9 +80,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
         env[f"{service.upper()}_GRPC_ADDR"] = f"127.0.0.1:{free_port()}"
     running = Mesh(state, env)
     running.run(PYTHON, "-m", "auth", "keys")
+    running.run(PYTHON, "-m", "notification", "keys")
     running.migrate()
     try:
-        running.start_smtp_sink()
         for service in running.implemented():
             running.start_service(service)
         running.start_envoy()

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from auth.keys import KeyRing
+from runtime.signing import KeyRing
 
 
 @dataclass

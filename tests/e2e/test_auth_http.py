@@ -12,7 +12,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from auth.keys import KeyRing
+from runtime.signing import KeyRing
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.support import Edge, Reply, login, register_and_login, unique_email
 

@@ -16,9 +16,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from auth import domain
-from auth.keys import KeyRing, generate_key
 from runtime.errors import ServiceError
 from runtime.identity import Role, TokenVerifier
+from runtime.signing import KeyRing, generate_key
 
 ISSUER, AUDIENCE = "test-issuer", "test-audience"
 

@@ -1,9 +1,10 @@
-"""The auth service's signing keys: ES256 (P-256) keys kept as PEM files.
+"""ES256 (P-256) signing keys kept as PEM files in a directory.
 
-Keys live in AUTH_KEYS_DIR, generated on setup and never committed. The
-newest key signs; every key in the directory is published in the JWKS, so a
-new key can be added and tokens signed by the old one keep verifying until
-they expire. Key ids are RFC 7638 thumbprints.
+The auth service signs access tokens with one (AUTH_KEYS_DIR) and the
+notification service signs tickets with another (TICKET_KEYS_DIR); keys are
+generated on setup and never committed. The newest key in a directory signs;
+every key in it verifies, so a new key can be added and what the old one
+signed keeps verifying. Key ids are RFC 7638 thumbprints.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class KeyRing:
     def _load(self) -> None:
         paths = sorted(self._dir.glob("*.pem"))
         if not paths:
-            raise RuntimeError(f"no signing keys in {self._dir}: run `python -m auth keys`")
+            raise RuntimeError(f"no signing keys in {self._dir}: run `make keys`")
         self._keys = [SigningKey.from_pem(p.read_bytes()) for p in paths]
         self._stamp = (self._dir.stat().st_mtime, len(paths))
 

@@ -1,0 +1,67 @@
+"""The per-event sales report, kept from booking messages (the event
+service's own subscription to `ticketing.events`)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+
+from google.protobuf.message import DecodeError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from event.domain import EventInfo, Tier
+from event.repository import SalesBook, TierSales
+from event.service import EventUseCases
+from runtime.consumer import Delivery, PoisonMessage
+from runtime.errors import permission_denied
+from runtime.identity import Caller
+from ticketing.booking.v1 import messages_pb2
+
+
+class SalesReports:
+    QUEUE = "event.sales"
+    ROUTING_KEYS = ("booking.confirmed", "booking.cancelled")
+
+    def __init__(self, engine: AsyncEngine, events: EventUseCases) -> None:
+        self._engine = engine
+        self._events = events
+
+    async def record(self, delivery: Delivery) -> None:
+        message_types = {
+            "ticketing.booking.v1.BookingConfirmed": messages_pb2.BookingConfirmed,
+            "ticketing.booking.v1.BookingCancelled": messages_pb2.BookingCancelled,
+        }
+        if delivery.message_type not in message_types:
+            raise PoisonMessage(f"no sales effect for {delivery.message_type!r}")
+        try:
+            message = message_types[delivery.message_type].FromString(delivery.body)
+            booking = message.booking
+            event_id = uuid.UUID(booking.event_id)
+            by_tier: dict[Tier, list[int]] = defaultdict(list)
+            for seat in booking.seats:
+                by_tier[Tier(seat.tier)].append(seat.price.amount_minor)
+        except (DecodeError, ValueError) as exc:
+            raise PoisonMessage(f"unreadable {delivery.message_type}: {exc}") from exc
+        sold = isinstance(message, messages_pb2.BookingConfirmed)
+        async with self._engine.begin() as conn:
+            book = SalesBook(conn)
+            if not await book.first_delivery(delivery.message_id):
+                return  # a redelivery: counted already
+            for tier, prices in by_tier.items():
+                count, amount = len(prices), sum(prices)
+                await book.add(
+                    event_id,
+                    tier,
+                    booking.total.currency_code,
+                    sold=count if sold else -count,
+                    refunded=0 if sold else count,
+                    gross_minor=amount if sold else 0,
+                    refunded_minor=0 if sold else amount,
+                )
+
+    async def report(self, who: Caller, event_id: str) -> tuple[EventInfo, list[TierSales]]:
+        info = await self._events.event_info(event_id)
+        if not (who.is_admin or str(info.organizer_id) == who.user_id):
+            raise permission_denied("only the event's organizer or an admin sees its sales")
+        async with self._engine.connect() as conn:
+            return info, await SalesBook(conn).report(info.event_id)

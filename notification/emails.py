@@ -1,0 +1,86 @@
+"""The emails themselves: text bodies, and the ticket PDF for confirmations."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+from google.protobuf.message import Message
+
+from notification.domain import Kind, Notification, parse
+from notification.tickets import TicketSigner, money, ticket_pdf
+from ticketing.auth.v1 import messages_pb2 as auth_messages
+from ticketing.booking.v1 import messages_pb2 as booking_messages
+
+
+def compose(notification: Notification, sender: str, signer: TicketSigner) -> EmailMessage:
+    message, kind = parse(notification.message_type, notification.payload)
+    email = EmailMessage()
+    email["From"] = sender
+    email["To"] = notification.recipient
+    email["Subject"] = notification.subject
+    email["Date"] = format_datetime(notification.create_time)
+    # Stable across retries, so a mail client folds a rare duplicate delivery.
+    email["Message-ID"] = f"<{notification.notification_id}@ticketing.example.com>"
+    email["X-Ticketing-Kind"] = kind.name
+    email.set_content(_body(message, kind))
+    if isinstance(message, booking_messages.BookingConfirmed):
+        pdf = ticket_pdf(message, signer.token(message))
+        email.add_attachment(
+            pdf,
+            maintype="application",
+            subtype="pdf",
+            filename=f"ticket-{message.booking.booking_id}.pdf",
+        )
+    return email
+
+
+def _seat_lines(booking: Message) -> list[str]:
+    return [
+        f"  {seat.seat_id:<16} {money(seat.price.amount_minor, seat.price.currency_code)}"
+        for seat in booking.seats  # type: ignore[attr-defined]
+    ]
+
+
+def _body(message: Message, kind: Kind) -> str:
+    if isinstance(message, auth_messages.UserRegistered):
+        return (
+            f"Hello {message.display_name},\n\nyour account {message.email} is ready. "
+            "Enjoy the show!\n"
+        )
+    booking = message.booking  # type: ignore[attr-defined]
+    event = message.event  # type: ignore[attr-defined]
+    when = event.starts_at.ToDatetime().strftime("%A %d %B %Y, %H:%M UTC")
+    header = [f"{event.title}", f"{event.venue}, {when}", "", f"Booking {booking.booking_id}"]
+    total = money(booking.total.amount_minor, booking.total.currency_code)
+    if kind is Kind.BOOKING_CONFIRMED:
+        lines = [
+            "Your tickets are confirmed.",
+            "",
+            *header,
+            "",
+            *_seat_lines(booking),
+            "",
+            f"Total paid: {total}",
+            "",
+            "Your ticket is attached; show its QR code at the door.",
+        ]
+    elif kind is Kind.BOOKING_FAILED:
+        lines = [
+            "Your booking did not go through, and you have not been charged.",
+            "",
+            *header,
+            f"Reason: {booking.failure_reason}",
+        ]
+    else:
+        refunded = message.refunded_amount  # type: ignore[attr-defined]
+        lines = [
+            "Your booking is cancelled.",
+            "",
+            *header,
+            "",
+            *_seat_lines(booking),
+            "",
+            f"Refunded: {money(refunded.amount_minor, refunded.currency_code)}",
+        ]
+    return "\n".join(lines) + "\n"

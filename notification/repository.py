@@ -1,0 +1,150 @@
+"""The notification database: one row per email, keyed by the message it answers."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from notification.domain import MAX_SEND_ATTEMPTS, Kind, Notification, State, retry_delay
+
+metadata = sa.MetaData()
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("notification_id", pg.UUID(as_uuid=True), primary_key=True),
+    # One notification per broker message: a redelivery finds it and stops.
+    sa.Column("message_id", sa.Text, nullable=False, unique=True),
+    sa.Column("message_type", sa.Text, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("user_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("kind", sa.SmallInteger, nullable=False),
+    sa.Column("recipient", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False),
+    sa.Column("state", sa.SmallInteger, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column(
+        "next_attempt_time",
+        sa.DateTime(timezone=True),
+        nullable=False,
+        server_default=sa.func.now(),
+    ),
+    sa.Column("last_error", sa.Text, nullable=False, server_default=""),
+    sa.Column(
+        "create_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column("sent_time", sa.DateTime(timezone=True)),
+    sa.Index("notifications_by_user", "user_id", "create_time", "notification_id"),
+    sa.Index("notifications_due", "next_attempt_time", postgresql_where=sa.text("state = 1")),
+)
+
+
+def _notification(row: sa.Row) -> Notification:
+    return Notification(
+        row.notification_id,
+        row.user_id,
+        Kind(row.kind),
+        row.recipient,
+        row.subject,
+        row.message_id,
+        row.message_type,
+        row.payload,
+        State(row.state),
+        row.attempts,
+        row.create_time,
+        row.sent_time,
+    )
+
+
+class Outbox:
+    """Queries on one connection, inside the caller's transaction."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._conn = conn
+
+    async def record(self, notification: Notification) -> bool:
+        """False if the message was recorded before (a redelivery)."""
+        inserted = await self._conn.execute(
+            pg.insert(notifications)
+            .values(
+                notification_id=notification.notification_id,
+                message_id=notification.message_id,
+                message_type=notification.message_type,
+                payload=notification.payload,
+                user_id=notification.user_id,
+                kind=notification.kind.value,
+                recipient=notification.recipient,
+                subject=notification.subject,
+                state=State.PENDING.value,
+            )
+            .on_conflict_do_nothing(index_elements=[notifications.c.message_id])
+            .returning(notifications.c.notification_id)
+        )
+        return inserted.first() is not None
+
+    async def claim_due(self, limit: int, lease_seconds: int) -> list[Notification]:
+        """Due PENDING notifications, leased to this sender so no other sends them too."""
+        due = (
+            sa.select(notifications.c.notification_id)
+            .where(
+                notifications.c.state == State.PENDING.value,
+                notifications.c.next_attempt_time <= sa.func.now(),
+            )
+            .order_by(notifications.c.next_attempt_time)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        rows = await self._conn.execute(
+            notifications.update()
+            .where(notifications.c.notification_id.in_(due))
+            .values(
+                next_attempt_time=sa.func.now()
+                + sa.func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds)
+            )
+            .returning(notifications)
+        )
+        return sorted((_notification(r) for r in rows), key=lambda n: n.create_time)
+
+    async def mark_sent(self, notification_id: uuid.UUID) -> None:
+        await self._conn.execute(
+            notifications.update()
+            .where(notifications.c.notification_id == notification_id)
+            .values(
+                state=State.SENT.value,
+                sent_time=sa.func.now(),
+                attempts=notifications.c.attempts + 1,
+                last_error="",
+            )
+        )
+
+    async def mark_failed_attempt(self, notification: Notification, error: str) -> None:
+        attempts = notification.attempts + 1
+        gave_up = attempts >= MAX_SEND_ATTEMPTS
+        await self._conn.execute(
+            notifications.update()
+            .where(notifications.c.notification_id == notification.notification_id)
+            .values(
+                attempts=attempts,
+                last_error=error[:500],
+                state=(State.FAILED if gave_up else State.PENDING).value,
+                next_attempt_time=sa.func.now() + retry_delay(attempts),
+            )
+        )
+
+    async def page(
+        self, user_id: uuid.UUID, limit: int, before: tuple[datetime, uuid.UUID] | None
+    ) -> list[Notification]:
+        query = sa.select(notifications).where(notifications.c.user_id == user_id)
+        if before is not None:
+            query = query.where(
+                sa.tuple_(notifications.c.create_time, notifications.c.notification_id) < before
+            )
+        query = query.order_by(
+            notifications.c.create_time.desc(), notifications.c.notification_id.desc()
+        ).limit(limit)
+        return [_notification(r) for r in await self._conn.execute(query)]

@@ -1,0 +1,134 @@
+"""Notification use cases: record what a message calls for, deliver it, list it.
+
+A message is acked once its notification is recorded (the record is the
+dedupe: one row per message id), and delivery happens afterwards, retried
+with backoff while the mail server is away. So a redelivered message never
+sends a second email; the one window left is a crash between the mail
+server accepting an email and the row being marked sent, which resends it
+(at-least-once; the stable Message-ID lets mail clients fold it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from notification import domain, emails
+from notification.domain import Notification, State
+from notification.mailer import Mailer
+from notification.repository import Outbox
+from notification.tickets import TicketSigner
+from runtime import failpoints, pagination
+from runtime.consumer import Delivery
+from runtime.identity import Caller
+
+log = logging.getLogger(__name__)
+
+SEND_BATCH = 50
+LEASE_SECONDS = 120
+
+
+class NotificationUseCases:
+    def __init__(
+        self, engine: AsyncEngine, mailer: Mailer, signer: TicketSigner, sender_address: str
+    ) -> None:
+        self._engine = engine
+        self._mailer = mailer
+        self._signer = signer
+        self._sender_address = sender_address
+        self._wake = asyncio.Event()
+
+    async def record(self, delivery: Delivery) -> None:
+        """Handles one broker message (raises PoisonMessage for one it never can)."""
+        message, kind = domain.parse(delivery.message_type, delivery.body)
+        recipient, user_id = domain.addressee(message)
+        draft = Notification(
+            uuid.uuid4(),
+            uuid.UUID(user_id),
+            kind,
+            recipient,
+            domain.subject(message, kind),
+            delivery.message_id,
+            delivery.message_type,
+            delivery.body,
+            State.PENDING,
+            0,
+            datetime.now().astimezone(),
+        )
+        async with self._engine.begin() as conn:
+            first = await Outbox(conn).record(draft)
+        if first:
+            self._wake.set()
+        else:
+            log.info("message %s seen before; nothing to do", delivery.message_id)
+        failpoints.crash_if_armed("notification_after_record")
+
+    async def deliver_due(self) -> int:
+        """Sends one batch of due emails; how many were attempted."""
+        async with self._engine.begin() as conn:
+            due = await Outbox(conn).claim_due(SEND_BATCH, LEASE_SECONDS)
+        if not due:
+            return 0
+        # Rendering (PDFs) and SMTP are blocking work: keep them off the event loop.
+        outcomes = await asyncio.to_thread(self._compose_and_send, due)
+        async with self._engine.begin() as conn:
+            outbox = Outbox(conn)
+            for notification, error in zip(due, outcomes, strict=True):
+                if error is None:
+                    await outbox.mark_sent(notification.notification_id)
+                else:
+                    log.warning(
+                        "email %s not sent (attempt %d): %s",
+                        notification.notification_id,
+                        notification.attempts + 1,
+                        error,
+                    )
+                    await outbox.mark_failed_attempt(notification, error)
+        return len(due)
+
+    def _compose_and_send(self, due: list[Notification]) -> list[str | None]:
+        return self._mailer.send(
+            [emails.compose(n, self._sender_address, self._signer) for n in due]
+        )
+
+    @contextlib.asynccontextmanager
+    async def delivering(self, poll_seconds: float = 1.0) -> AsyncIterator[None]:
+        """Delivers due emails for as long as the service runs."""
+
+        async def loop() -> None:
+            while True:
+                self._wake.clear()  # before looking, so no wake-up is missed
+                try:
+                    if await self.deliver_due():
+                        continue
+                except Exception:
+                    log.exception("delivery round failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), poll_seconds)
+
+        task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def list(
+        self, who: Caller, page_size: int, page_token: str
+    ) -> tuple[list[Notification], str]:
+        limit = pagination.page_size(page_size)
+        before = pagination.decode_keyset(page_token)
+        async with self._engine.connect() as conn:
+            found = await Outbox(conn).page(uuid.UUID(who.user_id), limit + 1, before)
+        page = found[:limit]
+        token = ""
+        if len(found) > limit:
+            token = pagination.keyset_token(page[-1].create_time, page[-1].notification_id)
+        return page, token
