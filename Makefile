@@ -28,11 +28,12 @@ protos: gen/.stamp
 
 # Python stubs for the services, and the descriptor set Envoy's transcoder
 # loads (with error_details.proto, so error details print as JSON).
-gen/.stamp: $(PROTOS) $(VENV)/.installed
+gen/.stamp: $(PROTOS) scripts/openapi.py $(VENV)/.installed
 	rm -rf gen/ticketing gen/descriptors.binpb && mkdir -p gen/ticketing
 	$(PY) -m grpc_tools.protoc -Iprotos --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
 	$(PY) -m grpc_tools.protoc -Iprotos --include_imports --include_source_info \
 		--descriptor_set_out=gen/descriptors.binpb $(PROTOS) google/rpc/error_details.proto
+	$(PY) scripts/openapi.py gen/descriptors.binpb > gen/openapi.json
 	touch $@
 
 # Development signing keys (access tokens, tickets): made once, never committed.

@@ -8,7 +8,7 @@ from booking.api import BookingServicer
 from booking.clients import Downstream
 from booking.service import BookingUseCases
 from runtime import cli, db
-from runtime.config import Settings, env_float, env_int, grpc_addr
+from runtime.config import Settings, env_float, env_int, grpc_target
 from runtime.outbox import OutboxRelay
 from runtime.server import GrpcService
 from ticketing.booking.v1 import booking_pb2, booking_pb2_grpc
@@ -17,7 +17,7 @@ from ticketing.booking.v1 import booking_pb2, booking_pb2_grpc
 async def build(settings: Settings) -> GrpcService:
     engine = db.async_engine(settings)
     downstream = Downstream(
-        grpc_addr("event"), grpc_addr("payment"), env_float("DOWNSTREAM_TIMEOUT_SECONDS", 5.0)
+        grpc_target("event"), grpc_target("payment"), env_float("DOWNSTREAM_TIMEOUT_SECONDS", 5.0)
     )
     use_cases = BookingUseCases(
         engine,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import grpc
 
+from runtime.config import CLIENT_CHANNEL_OPTIONS
 from runtime.logs import request_id_var
 from ticketing.event.v1 import event_pb2_grpc
 from ticketing.payment.v1 import payment_pb2_grpc
@@ -13,11 +14,10 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXC
 
 
 class Downstream:
-    def __init__(self, event_addr: str, payment_addr: str, timeout_seconds: float) -> None:
-        options = [("grpc.keepalive_time_ms", 20_000), ("grpc.enable_retries", 1)]
+    def __init__(self, event_target: str, payment_target: str, timeout_seconds: float) -> None:
         self._channels = [
-            grpc.aio.insecure_channel(event_addr, options=options),
-            grpc.aio.insecure_channel(payment_addr, options=options),
+            grpc.aio.insecure_channel(event_target, options=CLIENT_CHANNEL_OPTIONS),
+            grpc.aio.insecure_channel(payment_target, options=CLIENT_CHANNEL_OPTIONS),
         ]
         self.events = event_pb2_grpc.EventServiceStub(self._channels[0])
         self.payments = payment_pb2_grpc.PaymentServiceStub(self._channels[1])

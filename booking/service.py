@@ -19,10 +19,11 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import grpc
+from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking import convert, domain
@@ -39,10 +40,17 @@ from runtime.errors import (
 )
 from runtime.identity import Caller
 from runtime.outbox import enqueue
+from runtime.tasks import periodically
 from ticketing.event.v1 import event_pb2
 from ticketing.payment.v1 import payment_pb2
 
 log = logging.getLogger(__name__)
+
+BOOKING_OUTCOMES = Counter(
+    "booking_outcomes_total",
+    "Bookings settled, by outcome: confirmed, failed, cancelled, seats_unavailable, pending.",
+    ["outcome"],
+)
 
 CHARGE_ATTEMPTS = 3
 
@@ -149,10 +157,12 @@ class BookingUseCases:
                 await Ledger(conn).delete_pending(booking_id)
             raise
         except Unsettled as exc:
+            BOOKING_OUTCOMES.labels("pending").inc()
             raise pending_error(booking_id, "the payment's outcome is not known yet") from exc
         try:
             settled = await self._settle_charge(booking, payment, reacquire=False)
         except Unsettled as exc:
+            BOOKING_OUTCOMES.labels("pending").inc()
             raise pending_error(booking_id, "the seats could not be confirmed yet") from exc
         if settled.state is State.FAILED:
             raise domain.failure_error(settled)
@@ -197,6 +207,8 @@ class BookingUseCases:
                     "EVENT_SERVICE_UNAVAILABLE",
                     "seats cannot be held right now; retry",
                 ) from error
+            if details.reason == "SEAT_UNAVAILABLE":
+                BOOKING_OUTCOMES.labels("seats_unavailable").inc()
             raise relay(details) from error
 
     async def _charge(
@@ -245,6 +257,7 @@ class BookingUseCases:
             )
             if done is not None:
                 await enqueue(conn, outbox, "booking.confirmed", convert.confirmed(done))
+                BOOKING_OUTCOMES.labels("confirmed").inc()
                 log.info("booking %s confirmed", booking.booking_id)
         return done or await self._get(booking.booking_id)
 
@@ -325,6 +338,7 @@ class BookingUseCases:
             )
             if done is not None:
                 await enqueue(conn, outbox, "booking.failed", convert.failed(done))
+                BOOKING_OUTCOMES.labels("failed").inc()
                 log.info("booking %s failed: %s", booking.booking_id, reason)
         return done or await self._get(booking.booking_id)
 
@@ -387,6 +401,7 @@ class BookingUseCases:
                     convert.cancelled(done, refunded.refunded_amount.amount_minor),
                 )
                 log.info("booking %s cancelled", booking.booking_id)
+                BOOKING_OUTCOMES.labels("cancelled").inc()
         if done is None:
             domain.check_cancellable(await self._get(booking.booking_id), datetime.now(UTC))
         return done or await self._get(booking.booking_id)
@@ -423,25 +438,9 @@ class BookingUseCases:
         settled = await self._settle_charge(booking, payment, reacquire=True)
         log.info("sweep settled %s as %s", booking.booking_id, settled.state.name)
 
-    @contextlib.asynccontextmanager
-    async def sweeping(self, interval_seconds: float) -> AsyncIterator[None]:
+    def sweeping(self, interval_seconds: float) -> contextlib.AbstractAsyncContextManager[None]:
         """Runs the sweep every interval for as long as the service runs."""
-
-        async def loop() -> None:
-            while True:
-                try:
-                    await self.sweep()
-                except Exception:
-                    log.exception("sweep failed; trying again next interval")
-                await asyncio.sleep(interval_seconds)
-
-        task = asyncio.create_task(loop())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        return periodically(self.sweep, interval_seconds, "sweep")
 
     async def _find(self, booking_id: uuid.UUID) -> Booking | None:
         async with self._engine.connect() as conn:

@@ -9,6 +9,9 @@ binding (LockSeat, Charge, ...) get no route, so through Envoy they are 404.
 
 Addresses come from the same environment variables the services read
 (`AUTH_GRPC_ADDR=127.0.0.1:3001`; a comma-separated list for replicas).
+Edge settings: EDGE_PORT, EDGE_ADMIN_PORT, EDGE_LISTEN_ADDRESS,
+CORS_ALLOWED_ORIGINS (comma-separated), AUTH_RATE_LIMIT_PER_MINUTE (login and
+register, per Envoy), MAX_REQUEST_BYTES, JWKS_CACHE_SECONDS.
 """
 
 from __future__ import annotations
@@ -19,44 +22,30 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from google.api import annotations_pb2
-from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.descriptor import MethodDescriptor
 
 from runtime.config import REPO_ROOT, SERVICES, env_int, env_str, grpc_addr
-from ticketing.auth.v1 import auth_pb2
-from ticketing.booking.v1 import booking_pb2
+from runtime.contracts import PROTO_SERVICES, http_binding
 from ticketing.common.v1 import access_pb2
-from ticketing.event.v1 import event_pb2
-from ticketing.notification.v1 import notification_pb2
-from ticketing.payment.v1 import payment_pb2
-
-PROTO_SERVICES: dict[str, ServiceDescriptor] = {
-    "auth": auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
-    "booking": booking_pb2.DESCRIPTOR.services_by_name["BookingService"],
-    "event": event_pb2.DESCRIPTOR.services_by_name["EventService"],
-    "payment": payment_pb2.DESCRIPTOR.services_by_name["PaymentService"],
-    "notification": notification_pb2.DESCRIPTOR.services_by_name["NotificationService"],
-}
-assert set(PROTO_SERVICES) == set(SERVICES)
 
 # gRPC code for each HTTP status Envoy may answer by itself, so that every
 # error body has the google.rpc.Status shape {code, message, details}.
 LOCAL_REPLY_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 413: 3, 429: 8, 503: 14, 504: 4}
 JWT_PROVIDER = "ticketing"
+RATE_LIMITED = {"/ticketing.auth.v1.AuthService/Login", "/ticketing.auth.v1.AuthService/Register"}
+SLOW_ROUTES = {  # route timeouts, seconds; everything else gets DEFAULT_TIMEOUT
+    "/ticketing.booking.v1.BookingService/CreateBooking": 40,
+    "/ticketing.booking.v1.BookingService/CancelBooking": 40,
+    "/ticketing.event.v1.EventService/CreateEvent": 30,
+}
+DEFAULT_TIMEOUT = 10
+CORS_HEADERS = "authorization,content-type,x-request-id,x-grpc-web,x-user-agent,grpc-timeout"
+CORS_EXPOSED = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id"
 
 
 def extension(name: str) -> str:
     """The @type of an Envoy extension's config message."""
     return f"type.googleapis.com/envoy.extensions.{name}"
-
-
-def http_binding(method: MethodDescriptor) -> tuple[str, str] | None:
-    """(HTTP verb, path template) of a method, or None if it is not public."""
-    rule = method.GetOptions().Extensions[annotations_pb2.http]
-    verb = rule.WhichOneof("pattern")
-    if verb is None or verb == "custom":
-        return None
-    return verb.upper(), getattr(rule, verb)
 
 
 def path_regex(template: str) -> str:
@@ -65,14 +54,20 @@ def path_regex(template: str) -> str:
     return "^" + "[^/]+".join(re.escape(part) for part in literals) + "$"
 
 
+def grpc_path(method: MethodDescriptor) -> str:
+    return f"/{method.containing_service.full_name}/{method.name}"
+
+
 def public_methods() -> list[tuple[str, MethodDescriptor, str, str, int]]:
+    """(service, method, HTTP verb, path template, access) of every routed RPC."""
     found = []
     for service, descriptor in PROTO_SERVICES.items():
         for method in descriptor.methods:
             binding = http_binding(method)
             if binding:
+                verb, template, _ = binding
                 access = method.GetOptions().Extensions[access_pb2.access]
-                found.append((service, method, *binding, access))
+                found.append((service, method, verb, template, access))
     return found
 
 
@@ -111,16 +106,69 @@ def cluster(service: str) -> dict[str, Any]:
     }
 
 
+def rate_limit(per_minute: int) -> dict[str, Any]:
+    always = {
+        "default_value": {"numerator": 100, "denominator": "HUNDRED"},
+        "runtime_key": "auth_rate_limit",
+    }
+    return {
+        "envoy.filters.http.local_ratelimit": {
+            "@type": extension("filters.http.local_ratelimit.v3.LocalRateLimit"),
+            "stat_prefix": "auth_rate_limit",
+            "token_bucket": {
+                "max_tokens": per_minute,
+                "tokens_per_fill": per_minute,
+                "fill_interval": "60s",
+            },
+            "filter_enabled": always,
+            "filter_enforced": always,
+        }
+    }
+
+
 def routes() -> list[dict[str, Any]]:
     # The transcoder rewrites /v1/... to the gRPC path and clears the route
-    # cache, so gRPC and HTTP/JSON callers meet the same exact-path routes.
-    return [
-        {
-            "match": {"path": f"/{method.containing_service.full_name}/{method.name}"},
-            "route": {"cluster": service, "timeout": "15s"},
+    # cache, so gRPC, gRPC-Web and HTTP/JSON callers meet the same routes.
+    per_minute = env_int("AUTH_RATE_LIMIT_PER_MINUTE", 60)
+    table = []
+    for service, method, _, _, _ in public_methods():
+        path = grpc_path(method)
+        route: dict[str, Any] = {
+            "match": {"path": path},
+            "route": {"cluster": service, "timeout": f"{SLOW_ROUTES.get(path, DEFAULT_TIMEOUT)}s"},
         }
-        for service, method, _, _, _ in public_methods()
+        if path in RATE_LIMITED:
+            route["typed_per_filter_config"] = rate_limit(per_minute)
+        table.append(route)
+    openapi = REPO_ROOT / "gen" / "openapi.json"
+    table.append(
+        {
+            "match": {"path": "/openapi.json"},
+            "direct_response": {"status": 200, "body": {"filename": str(openapi)}},
+            "response_headers_to_add": [
+                {"header": {"key": "content-type", "value": "application/json"}}
+            ],
+        }
+    )
+    # The HTTP paths too, so that filters running before the transcoder (CORS,
+    # answering /v1/... preflights) find a route; the transcoder then moves the
+    # request onto its gRPC route.
+    templates = {template: service for service, _, _, template, _ in public_methods()}
+    table += [
+        {
+            "match": {"safe_regex": {"regex": path_regex(template)}},
+            "route": {"cluster": service, "timeout": f"{DEFAULT_TIMEOUT}s"},
+        }
+        for template, service in sorted(templates.items())
     ]
+    # Everything else: 404.
+    table.append(
+        {
+            "match": {"prefix": "/"},
+            "direct_response": {"status": 404, "body": {"inline_string": "no such route"}},
+        }
+    )
+    return table
 
 
 def jwt_rules() -> list[dict[str, Any]]:
@@ -128,8 +176,9 @@ def jwt_rules() -> list[dict[str, Any]]:
     for _, method, verb, template, access in public_methods():
         if access == access_pb2.ACCESS_PUBLIC:
             continue
-        grpc_path = f"/{method.containing_service.full_name}/{method.name}"
-        rules.append({"match": {"path": grpc_path}, "requires": {"provider_name": JWT_PROVIDER}})
+        rules.append(
+            {"match": {"path": grpc_path(method)}, "requires": {"provider_name": JWT_PROVIDER}}
+        )
         rules.append(
             {
                 "match": {
@@ -153,13 +202,13 @@ def jwt_filter(edge_port: int) -> dict[str, Any]:
                     "audiences": [env_str("JWT_AUDIENCE", "ticketing")],
                     "remote_jwks": {
                         # Envoy fetches the JWKS through its own listener, transcoded
-                        # from AuthService.GetJwks.
+                        # from AuthService.GetJwks. A short cache picks up a new key soon.
                         "http_uri": {
                             "uri": f"http://127.0.0.1:{edge_port}/v1/auth/jwks",
                             "cluster": "edge_self",
                             "timeout": "2s",
                         },
-                        "cache_duration": "60s",
+                        "cache_duration": f"{env_int('JWKS_CACHE_SECONDS', 30)}s",
                         # The listener must not wait for the JWKS: it is fetched through it.
                         "async_fetch": {"fast_listener": True},
                         "retry_policy": {"num_retries": 5},
@@ -191,12 +240,29 @@ def transcoder_filter(descriptor_path: Path) -> dict[str, Any]:
                 "preserve_proto_field_names": True,
             },
             "convert_grpc_status": True,
+            "max_request_body_size": env_int("MAX_REQUEST_BYTES", 65536),
             "request_validation_options": {
                 "reject_unknown_method": True,
                 "reject_unknown_query_parameters": True,
                 "reject_binding_body_field_collisions": True,
             },
         },
+    }
+
+
+def cors_policy() -> dict[str, Any]:
+    origins = env_str("CORS_ALLOWED_ORIGINS", "http://localhost:3000,http://127.0.0.1:3000")
+    return {
+        "envoy.filters.http.cors": {
+            "@type": extension("filters.http.cors.v3.CorsPolicy"),
+            "allow_origin_string_match": [
+                {"exact": origin.strip()} for origin in origins.split(",") if origin.strip()
+            ],
+            "allow_methods": "GET,POST,PUT,PATCH,DELETE,OPTIONS",
+            "allow_headers": CORS_HEADERS,
+            "expose_headers": CORS_EXPOSED,
+            "max_age": "600",
+        }
     }
 
 
@@ -226,6 +292,10 @@ def local_reply_config() -> dict[str, Any]:
     }
 
 
+def filter_(name: str, config_type: str, **config: Any) -> dict[str, Any]:
+    return {"name": name, "typed_config": {"@type": extension(config_type), **config}}
+
+
 def config(descriptor_path: Path) -> dict[str, Any]:
     edge_port = env_int("EDGE_PORT", 8080)
     admin_port = env_int("EDGE_ADMIN_PORT", 9901)
@@ -238,16 +308,28 @@ def config(descriptor_path: Path) -> dict[str, Any]:
         "always_set_request_id_in_response": True,
         "route_config": {
             "name": "ticketing",
-            "virtual_hosts": [{"name": "ticketing", "domains": ["*"], "routes": routes()}],
+            "max_direct_response_body_size_bytes": 1 << 20,
+            "virtual_hosts": [
+                {
+                    "name": "ticketing",
+                    "domains": ["*"],
+                    "routes": routes(),
+                    "typed_per_filter_config": cors_policy(),
+                }
+            ],
         },
         "local_reply_config": local_reply_config(),
         "http_filters": [
+            filter_("envoy.filters.http.cors", "filters.http.cors.v3.Cors"),
+            filter_("envoy.filters.http.grpc_web", "filters.http.grpc_web.v3.GrpcWeb"),
             jwt_filter(edge_port),
             transcoder_filter(descriptor_path),
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {"@type": extension("filters.http.router.v3.Router")},
-            },
+            filter_(
+                "envoy.filters.http.local_ratelimit",
+                "filters.http.local_ratelimit.v3.LocalRateLimit",
+                stat_prefix="edge_rl",
+            ),
+            filter_("envoy.filters.http.router", "filters.http.router.v3.Router"),
         ],
     }
     return {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from event.api import EventServicer
-from event.holds import HoldStore
+from event.holds import HoldStore, reporting_holds
 from event.sales import SalesReports
 from event.service import EventUseCases
 from runtime import cli, db
@@ -29,6 +29,7 @@ async def build(settings: Settings) -> GrpcService:
     service.workers += [
         db.disposing(engine),
         contextlib.aclosing(holds),
+        reporting_holds(holds),
         Consumer(settings.amqp_url, sales.QUEUE, sales.ROUTING_KEYS, sales.record),
     ]
     return service

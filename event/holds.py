@@ -11,6 +11,7 @@ need.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ from typing import Any, TypeVar
 
 import grpc
 import redis.asyncio as redis
+from prometheus_client import Gauge
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from event.domain import SeatRef, Tier
 from runtime.errors import ServiceError
+from runtime.tasks import periodically
 
 # KEYS: fence, hold keys (n), held sets (n). ARGV: owner, ttl_ms, seat ids (n).
 _LOCK = """
@@ -237,6 +240,21 @@ class HoldStore:
 
         return await self._guard(members)
 
+    async def live_holds(self) -> int:
+        """Live holds over every event (for the gauge; scans, so not on a hot path)."""
+        now = f"({int(time.time() * 1000)}"
+
+        async def count() -> int:
+            keys = [key async for key in self._redis.scan_iter("ev:*:held:*", count=1000)]
+            if not keys:
+                return 0
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.zcount(key, now, "+inf")
+                return sum(await pipe.execute())
+
+        return await self._guard(count)
+
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         return await self._guard(lambda: script(keys=keys, args=args))
 
@@ -245,3 +263,15 @@ class HoldStore:
             return await operation()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise hold_store_unavailable() from exc
+
+
+HOLDS_ACTIVE = Gauge("seat_holds_active", "Seats held right now, over every event.")
+
+
+def reporting_holds(holds: HoldStore) -> contextlib.AbstractAsyncContextManager[None]:
+    """Keeps the seat_holds_active gauge current for as long as the service runs."""
+
+    async def report() -> None:
+        HOLDS_ACTIVE.set(await holds.live_holds())
+
+    return periodically(report, 10.0, "holds gauge")

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -27,6 +26,7 @@ from notification.tickets import TicketSigner
 from runtime import failpoints, pagination
 from runtime.consumer import Delivery
 from runtime.identity import Caller
+from runtime.tasks import running
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,7 @@ class NotificationUseCases:
             [emails.compose(n, self._sender_address, self._signer) for n in due]
         )
 
-    @contextlib.asynccontextmanager
-    async def delivering(self, poll_seconds: float = 1.0) -> AsyncIterator[None]:
+    def delivering(self, poll_seconds: float = 1.0) -> contextlib.AbstractAsyncContextManager[None]:
         """Delivers due emails for as long as the service runs."""
 
         async def loop() -> None:
@@ -112,13 +111,7 @@ class NotificationUseCases:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), poll_seconds)
 
-        task = asyncio.create_task(loop())
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        return running(loop, "email delivery")
 
     async def list(
         self, who: Caller, page_size: int, page_token: str

@@ -36,8 +36,25 @@ def env_float(name: str, default: float) -> float:
 
 
 def grpc_addr(service: str) -> str:
-    """Where `service` listens, e.g. AUTH_GRPC_ADDR=127.0.0.1:3001."""
+    """Where `service` is reached, e.g. AUTH_GRPC_ADDR=127.0.0.1:3001.
+
+    A comma-separated list names several replicas (EVENT_GRPC_ADDR=
+    127.0.0.1:3003,127.0.0.1:3013); Envoy and the gRPC clients balance over them.
+    """
     return env_str(f"{service.upper()}_GRPC_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}")
+
+
+def grpc_target(service: str) -> str:
+    """A gRPC channel target for `service`: one address, or all of its replicas."""
+    addresses = [a.strip() for a in grpc_addr(service).split(",") if a.strip()]
+    return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
+
+
+# Spread calls over every replica of a target, not just the first that answers.
+CLIENT_CHANNEL_OPTIONS = (
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.keepalive_time_ms", 20_000),
+)
 
 
 @dataclass(frozen=True)
@@ -53,6 +70,7 @@ class Settings:
     log_level: str
     shutdown_grace_seconds: float
     db_pool_size: int
+    metrics_port: int  # Prometheus /metrics; 0 turns it off
 
     @classmethod
     def load(cls, service: str) -> Settings:
@@ -60,7 +78,8 @@ class Settings:
         pg = env_str("PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
         return cls(
             service=service,
-            listen_addr=grpc_addr(service),
+            # A replica listens on its own address; peers reach all of them.
+            listen_addr=env_str("GRPC_LISTEN_ADDR", grpc_addr(service).split(",")[0]),
             database_url=env_str(f"{prefix}_DATABASE_URL", f"{pg}/{service}"),
             redis_url=env_str("REDIS_URL", "redis://127.0.0.1:6379/0"),
             amqp_url=env_str("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
@@ -70,4 +89,5 @@ class Settings:
             log_level=env_str("LOG_LEVEL", "INFO"),
             shutdown_grace_seconds=env_float("SHUTDOWN_GRACE_SECONDS", 10.0),
             db_pool_size=env_int("DB_POOL_SIZE", 10),
+            metrics_port=env_int(f"{prefix}_METRICS_PORT", DEFAULT_PORTS[service] + 6100),
         )

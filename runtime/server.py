@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from runtime import metrics
-from runtime.config import Settings, env_int, grpc_addr
+from runtime.config import Settings, grpc_target
 from runtime.identity import RemoteJwks, TokenVerifier
 from runtime.interceptor import ServiceInterceptor, access_rules
 
@@ -69,7 +69,7 @@ class GrpcService:
     async def serving(self) -> Any:
         rules = access_rules(r.descriptor for r in self.registrations)
         verifier = self.verifier or TokenVerifier(
-            RemoteJwks(grpc_addr("auth")).key_for,
+            RemoteJwks(grpc_target("auth")).key_for,
             self.settings.jwt_issuer,
             self.settings.jwt_audience,
         )
@@ -96,7 +96,7 @@ class GrpcService:
         )
         if server.add_insecure_port(self.settings.listen_addr) == 0:
             raise RuntimeError(f"cannot listen on {self.settings.listen_addr}")
-        metrics.serve(env_int(f"{self.settings.service.upper()}_METRICS_PORT", 0))
+        metrics.serve(self.settings.metrics_port)
 
         async with contextlib.AsyncExitStack() as workers:
             for worker in self.workers:

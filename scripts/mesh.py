@@ -173,6 +173,8 @@ class Mesh:
         `name` and `env` run an extra instance (a replica, or one wired through
         a fault proxy) beside the usual one.
         """
+        if name and name != service:  # an extra instance: the usual one has the metrics port
+            env = {f"{service.upper()}_METRICS_PORT": "0", **(env or {})}
         name = name or service
         self.spawn(name, PYTHON, "-m", service, env=env)
         key = f"{service.upper()}_GRPC_ADDR"
@@ -182,21 +184,25 @@ class Mesh:
             raise RuntimeError(f"{name} exited; see {self.logs / (name + '.log')}")
         return addr
 
-    def start_envoy(self, timeout: float = 30) -> None:
-        config = self.state / "envoy.json"
+    def start_envoy(
+        self, name: str = "envoy", env: Mapping[str, str] | None = None, timeout: float = 30
+    ) -> None:
+        """Renders the config and starts Envoy; `name` and `env` run a second one."""
+        env = {**self.service_env(), **(env or {})}
+        config = self.state / f"{name}.json"
         with open(config, "w") as out:
             subprocess.run(
                 [PYTHON, str(REPO / "envoy" / "render.py")],
-                env=self.service_env(),
+                env=env,
                 cwd=REPO,
                 stdout=out,
                 check=True,
             )
-        envoy = shutil.which("envoy", path=self.service_env()["PATH"]) or "envoy"
+        envoy = shutil.which("envoy", path=env["PATH"]) or "envoy"
         # Envoy stops when its parent exits (parent-death signal), so it runs
         # under a shell that outlives `make up`.
         self.spawn(
-            "envoy",
+            name,
             "sh",
             "-c",
             '"$@"; exit $?',
@@ -206,21 +212,21 @@ class Mesh:
             str(config),
             "--log-level",
             "warn",
-            "--base-id",
-            str(os.getpid() % 60000),
+            "--disable-hot-restart",
+            env=env,
         )
-        admin = int(self.env.get("EDGE_ADMIN_PORT", "9901"))
-        edge = int(self.env.get("EDGE_PORT", "8080"))
+        admin = int(env.get("EDGE_ADMIN_PORT", "9901"))
+        edge = int(env.get("EDGE_PORT", "8080"))
         wait_for(
             lambda: (
                 (envoy_clusters_healthy(admin, self.implemented()) and port_open(edge))
-                or self._exited("envoy")
+                or self._exited(name)
             ),
-            "Envoy and healthy clusters",
+            f"{name} and healthy clusters",
             timeout,
         )
-        if self._exited("envoy"):
-            raise RuntimeError(f"envoy exited; see {self.logs / 'envoy.log'}")
+        if self._exited(name):
+            raise RuntimeError(f"{name} exited; see {self.logs / (name + '.log')}")
 
     def start_smtp_sink(self) -> None:
         port = self.env.get("SMTP_PORT", "1025")

@@ -74,10 +74,13 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, mail_sink: MailSink) -> Itera
         "EDGE_ADMIN_PORT": str(free_port()),
         "SMTP_PORT": str(mail_sink.port),
         "SHUTDOWN_GRACE_SECONDS": "2",
+        "JWKS_CACHE_SECONDS": "2",  # so the key rotation test need not wait long
+        "AUTH_RATE_LIMIT_PER_MINUTE": "100000",  # the tests register many users
     }
     for service in SERVICES:
         env[f"{service.upper()}_DATABASE_URL"] = f"{PG}/{NAMESPACE}_{service}"
         env[f"{service.upper()}_GRPC_ADDR"] = f"127.0.0.1:{free_port()}"
+        env[f"{service.upper()}_METRICS_PORT"] = str(free_port())
     running = Mesh(state, env)
     running.run(PYTHON, "-m", "auth", "keys")
     running.run(PYTHON, "-m", "notification", "keys")

@@ -42,10 +42,14 @@ def wait_for(check: Callable[[], object], what: str, timeout: float = 30) -> obj
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def emails_about(sink: MailSink, booking_id: str, kind: str = "BOOKING_CONFIRMED"
-                 ) -> list[EmailMessage]:
-    return [m for m in sink.messages
-            if m["X-Ticketing-Kind"] == kind and booking_id in m.get_body(("plain",)).get_content()]
+def emails_about(
+    sink: MailSink, booking_id: str, kind: str = "BOOKING_CONFIRMED"
+) -> list[EmailMessage]:
+    return [
+        m
+        for m in sink.messages
+        if m["X-Ticketing-Kind"] == kind and booking_id in m.get_body(("plain",)).get_content()
+    ]
 
 
 def settle(seconds: float = 2.0) -> None:
@@ -81,11 +85,16 @@ def decode_ticket(email: EmailMessage) -> tuple[str, PdfReader]:
 
 
 def test_a_confirmation_reaches_both_subscribers_once(
-    edge: Edge, event: dict, mail_sink: MailSink, mesh: Mesh, organizer: str,
+    edge: Edge,
+    event: dict,
+    mail_sink: MailSink,
+    mesh: Mesh,
+    organizer: str,
 ) -> None:
     buyer = register_and_login(edge, "mailme")
-    booking = book(edge, buyer.access_token, event["event_id"],
-                   ["vip-1-1", "standard-1-1", "standard-1-2"]).body
+    booking = book(
+        edge, buyer.access_token, event["event_id"], ["vip-1-1", "standard-1-1", "standard-1-2"]
+    ).body
     booking_id = booking["booking_id"]
     [email] = wait_for(lambda: emails_about(mail_sink, booking_id), "the confirmation email")
     assert email["To"] == buyer.email
@@ -104,10 +113,18 @@ def test_a_confirmation_reaches_both_subscribers_once(
     assert claims["holder"] == buyer.email
 
     report = wait_for(
-        lambda: (r := edge.get(f"/v1/events/{event['event_id']}/sales", token=organizer)
-                 ).body.get("tickets_sold") == 3 and r, "the sales report")
-    sales = {t["tier"]: (t["tickets_sold"], t["gross"]["amount_minor"])
-             for t in report.body["tiers"]}
+        lambda: (
+            (r := edge.get(f"/v1/events/{event['event_id']}/sales", token=organizer)).body.get(
+                "tickets_sold"
+            )
+            == 3
+            and r
+        ),
+        "the sales report",
+    )
+    sales = {
+        t["tier"]: (t["tickets_sold"], t["gross"]["amount_minor"]) for t in report.body["tiers"]
+    }
     assert sales == {"TIER_STANDARD": (2, "10000"), "TIER_VIP": (1, "15000")}
 
     # The same message delivered again (at-least-once) is acted on once by both.
@@ -133,23 +150,33 @@ def test_sales_are_for_the_organizer_and_admins(edge: Edge, event: dict, keys_di
 
 
 def test_cancellation_and_failure_emails(
-    edge: Edge, event: dict, mail_sink: MailSink, organizer: str,
+    edge: Edge,
+    event: dict,
+    mail_sink: MailSink,
+    organizer: str,
 ) -> None:
     buyer = register_and_login(edge, "changes")
     booking = book(edge, buyer.access_token, event["event_id"], ["vip-2-2"]).body
     edge.post(f"/v1/bookings/{booking['booking_id']}:cancel", token=buyer.access_token)
-    [cancelled] = wait_for(lambda: emails_about(mail_sink, booking["booking_id"],
-                                                "BOOKING_CANCELLED"), "the cancellation email")
+    [cancelled] = wait_for(
+        lambda: emails_about(mail_sink, booking["booking_id"], "BOOKING_CANCELLED"),
+        "the cancellation email",
+    )
     assert "Refunded: 150.00 USD" in cancelled.get_body(("plain",)).get_content()
-    declined = book(edge, buyer.access_token, event["event_id"], ["vip-2-3"],
-                    "4000000000000002")
+    declined = book(edge, buyer.access_token, event["event_id"], ["vip-2-3"], "4000000000000002")
     failed_id = declined.body["details"][0]["metadata"]["booking_id"]
-    [failed] = wait_for(lambda: emails_about(mail_sink, failed_id, "BOOKING_FAILED"),
-                        "the failure email")
+    [failed] = wait_for(
+        lambda: emails_about(mail_sink, failed_id, "BOOKING_FAILED"), "the failure email"
+    )
     assert "card_declined" in failed.get_body(("plain",)).get_content()
-    report = wait_for(lambda: (r := edge.get(f"/v1/events/{event['event_id']}/sales",
-                                             token=organizer).body)["tiers"]
-                      and r["refunded"]["amount_minor"] == "15000" and r, "the refund in sales")
+    report = wait_for(
+        lambda: (
+            (r := edge.get(f"/v1/events/{event['event_id']}/sales", token=organizer).body)["tiers"]
+            and r["refunded"]["amount_minor"] == "15000"
+            and r
+        ),
+        "the refund in sales",
+    )
     assert report["tickets_sold"] == 0 and report["net"]["amount_minor"] == "0"
 
 
@@ -158,21 +185,34 @@ def republish_outbox_message(mesh: Mesh, booking_id: str) -> None:
     with psycopg.connect(libpq_url(mesh.env["BOOKING_DATABASE_URL"])) as conn:
         rows = conn.execute(
             "SELECT message_id, message_type, payload FROM outbox "
-            "WHERE routing_key = 'booking.confirmed' ORDER BY create_time DESC LIMIT 50").fetchall()
+            "WHERE routing_key = 'booking.confirmed' ORDER BY create_time DESC LIMIT 50"
+        ).fetchall()
     message_id, message_type, payload = next(
-        r for r in rows
-        if messages_pb2.BookingConfirmed.FromString(r[2]).booking.booking_id == booking_id)
+        r
+        for r in rows
+        if messages_pb2.BookingConfirmed.FromString(r[2]).booking.booking_id == booking_id
+    )
     publish(mesh, "booking.confirmed", bytes(payload), message_type, str(message_id))
 
 
-def publish(mesh: Mesh, routing_key: str, body: bytes, message_type: str,
-            message_id: str | None) -> None:
+def publish(
+    mesh: Mesh, routing_key: str, body: bytes, message_type: str, message_id: str | None
+) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(mesh.env["AMQP_URL"]))
     channel = connection.channel()
     channel.confirm_delivery()
-    channel.basic_publish("ticketing.events", routing_key, body, pika.BasicProperties(
-        message_id=message_id, type=message_type, delivery_mode=2,
-        content_type="application/x-protobuf"), mandatory=True)
+    channel.basic_publish(
+        "ticketing.events",
+        routing_key,
+        body,
+        pika.BasicProperties(
+            message_id=message_id,
+            type=message_type,
+            delivery_mode=2,
+            content_type="application/x-protobuf",
+        ),
+        mandatory=True,
+    )
     connection.close()
 
 
@@ -190,31 +230,49 @@ def dead_letters(mesh: Mesh, queue: str) -> list[str]:
 
 
 def test_poison_messages_are_dead_lettered_and_consumers_go_on(
-    edge: Edge, event: dict, mail_sink: MailSink, mesh: Mesh,
+    edge: Edge,
+    event: dict,
+    mail_sink: MailSink,
+    mesh: Mesh,
 ) -> None:
     garbled, unknown = str(uuid.uuid4()), str(uuid.uuid4())
-    publish(mesh, "booking.confirmed", b"\xff\xff\xff\xff not protobuf",
-            "ticketing.booking.v1.BookingConfirmed", garbled)
+    publish(
+        mesh,
+        "booking.confirmed",
+        b"\xff\xff\xff\xff not protobuf",
+        "ticketing.booking.v1.BookingConfirmed",
+        garbled,
+    )
     publish(mesh, "booking.confirmed", b"", "ticketing.booking.v1.SomethingElse", unknown)
     for queue in ("notification", "event.sales"):
-        wait_for(lambda q=queue: {garbled, unknown} <= set(dead_letters(mesh, q)),
-                 f"both poison messages in {queue}.dead")
+        wait_for(
+            lambda q=queue: {garbled, unknown} <= set(dead_letters(mesh, q)),
+            f"both poison messages in {queue}.dead",
+        )
     buyer = register_and_login(edge, "afterpoison")
     booking = book(edge, buyer.access_token, event["event_id"], ["standard-4-4"]).body
     wait_for(lambda: emails_about(mail_sink, booking["booking_id"]), "an email after the poison")
 
 
 def test_mail_server_outage_delays_but_loses_nothing(
-    edge: Edge, event: dict, mail_sink: MailSink,
+    edge: Edge,
+    event: dict,
+    mail_sink: MailSink,
 ) -> None:
     buyer = register_and_login(edge, "patient")
     mail_sink.stop()
     try:
         booking = book(edge, buyer.access_token, event["event_id"], ["standard-3-3"]).body
         pending = wait_for(
-            lambda: [n for n in edge.get("/v1/notifications", token=buyer.access_token).body[
-                "notifications"] if n["kind"] == "NOTIFICATION_KIND_BOOKING_CONFIRMED"
-                and n["attempts"] >= 1], "a failed delivery attempt")
+            lambda: [
+                n
+                for n in edge.get("/v1/notifications", token=buyer.access_token).body[
+                    "notifications"
+                ]
+                if n["kind"] == "NOTIFICATION_KIND_BOOKING_CONFIRMED" and n["attempts"] >= 1
+            ],
+            "a failed delivery attempt",
+        )
         assert pending[0]["state"] == "NOTIFICATION_STATE_PENDING"
     finally:
         mail_sink.start()
@@ -231,8 +289,11 @@ def booking_via_broker_proxy(mesh: Mesh) -> Iterator[tuple[str, FaultProxy]]:
     proxy = FaultProxy(("127.0.0.1", 5672)).start()
     addr = f"127.0.0.1:{free_port()}"
     vhost = mesh.env["AMQP_URL"].rsplit("/", 1)[1]
-    mesh.start_service("booking", name="booking-broker-proxy", env={
-        "BOOKING_GRPC_ADDR": addr, "AMQP_URL": f"amqp://guest:guest@{proxy.address}/{vhost}"})
+    mesh.start_service(
+        "booking",
+        name="booking-broker-proxy",
+        env={"BOOKING_GRPC_ADDR": addr, "AMQP_URL": f"amqp://guest:guest@{proxy.address}/{vhost}"},
+    )
     try:
         yield addr, proxy
     finally:
@@ -242,7 +303,10 @@ def booking_via_broker_proxy(mesh: Mesh) -> Iterator[tuple[str, FaultProxy]]:
 
 
 def test_confirmations_survive_a_broker_outage(
-    edge: Edge, event: dict, mail_sink: MailSink, keys_dir: Path,
+    edge: Edge,
+    event: dict,
+    mail_sink: MailSink,
+    keys_dir: Path,
     booking_via_broker_proxy: tuple[str, FaultProxy],
 ) -> None:
     addr, proxy = booking_via_broker_proxy
@@ -252,10 +316,15 @@ def test_confirmations_survive_a_broker_outage(
         stub = booking_pb2_grpc.BookingServiceStub(channel)
         token = mint_token(keys_dir, email="outage@example.com")
         for seat in [f"standard-{row}-{n}" for row in (1, 2) for n in range(1, 11)]:
-            booking = stub.CreateBooking(booking_pb2.CreateBookingRequest(
-                event_id=event["event_id"], seat_ids=[seat], request_id=str(uuid.uuid4()),
-                payment_method=json_format.ParseDict(card(), payment_pb2.PaymentMethod())),
-                metadata=bearer(token))
+            booking = stub.CreateBooking(
+                booking_pb2.CreateBookingRequest(
+                    event_id=event["event_id"],
+                    seat_ids=[seat],
+                    request_id=str(uuid.uuid4()),
+                    payment_method=json_format.ParseDict(card(), payment_pb2.PaymentMethod()),
+                ),
+                metadata=bearer(token),
+            )
             assert booking.state == booking_pb2.BOOKING_STATE_CONFIRMED
             booking_ids.append(booking.booking_id)
     assert len(booking_ids) == 20
@@ -268,12 +337,19 @@ def test_confirmations_survive_a_broker_outage(
 
 
 def test_a_crash_between_recording_and_ack_sends_once(
-    edge: Edge, event: dict, mail_sink: MailSink, mesh: Mesh, keys_dir: Path,
+    edge: Edge,
+    event: dict,
+    mail_sink: MailSink,
+    mesh: Mesh,
+    keys_dir: Path,
 ) -> None:
     buyer = mint_token(keys_dir, email="crashy@example.com")  # no welcome message in between
     mesh.stop("notification")
-    mesh.start_service("notification", name="notification-crashing",
-                       env={"FAILPOINTS": "notification_after_record"})
+    mesh.start_service(
+        "notification",
+        name="notification-crashing",
+        env={"FAILPOINTS": "notification_after_record"},
+    )
     try:
         booking = book(edge, buyer, event["event_id"], ["standard-4-9"]).body
         process = mesh.processes["notification-crashing"]

@@ -17,7 +17,7 @@ _spec.loader.exec_module(render)
 
 
 def test_only_rpcs_with_http_bindings_are_routed() -> None:
-    paths = {route["match"]["path"] for route in render.routes()}
+    paths = {r["match"]["path"] for r in render.routes() if "route" in r}
     assert "/ticketing.auth.v1.AuthService/Login" in paths
     assert "/ticketing.booking.v1.BookingService/CreateBooking" in paths
     for internal in (
@@ -50,8 +50,32 @@ def test_rendered_config_loads_descriptor_with_error_details() -> None:
     config = render.config(Path("gen/descriptors.binpb"))
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     filters = [f["name"] for f in hcm["typed_config"]["http_filters"]]
+    # CORS answers preflights and gRPC-Web becomes gRPC before the token check;
+    # the token is checked on the HTTP path, before the transcoder rewrites it;
+    # rate limits apply per gRPC route, after it.
     assert filters == [
+        "envoy.filters.http.cors",
+        "envoy.filters.http.grpc_web",
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.router",
     ]
+
+
+def test_unmatched_paths_fall_through_to_a_404() -> None:
+    last = render.routes()[-1]
+    assert last["match"] == {"prefix": "/"}
+    assert last["direct_response"]["status"] == 404
+
+
+def test_login_and_register_are_rate_limited() -> None:
+    limited = {
+        r["match"]["path"]
+        for r in render.routes()
+        if "envoy.filters.http.local_ratelimit" in r.get("typed_per_filter_config", {})
+    }
+    assert limited == {
+        "/ticketing.auth.v1.AuthService/Login",
+        "/ticketing.auth.v1.AuthService/Register",
+    }

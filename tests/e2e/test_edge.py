@@ -1,0 +1,200 @@
+"""Envoy as the gateway: rate limits, CORS, gRPC-Web, native gRPC, body limits,
+request ids, JWT key rotation, and the OpenAPI document it serves."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from runtime.signing import generate_key
+from scripts.mesh import Mesh, free_port
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.e2e.test_auth_http import assert_error
+from tests.support import Edge, login, register_and_login, unique_email
+from ticketing.auth.v1 import auth_pb2
+from ticketing.event.v1 import event_pb2, event_pb2_grpc
+
+
+@pytest.fixture(scope="module")
+def strict_edge(mesh: Mesh) -> Edge:
+    """A second Envoy with a login/register limit of 3 a minute."""
+    port = free_port()
+    mesh.start_envoy(
+        "envoy-strict",
+        env={
+            "EDGE_PORT": str(port),
+            "EDGE_ADMIN_PORT": str(free_port()),
+            "AUTH_RATE_LIMIT_PER_MINUTE": "3",
+        },
+    )
+    yield Edge(f"http://127.0.0.1:{port}")
+    mesh.stop("envoy-strict")
+
+
+def test_login_and_register_are_rate_limited(strict_edge: Edge) -> None:
+    attempts = [
+        strict_edge.post("/v1/auth/login", {"email": "x@example.com", "password": "nope"})
+        for _ in range(5)
+    ]
+    assert [a.status for a in attempts[:3]] == [401, 401, 401]
+    assert_error(attempts[4], 429)
+    # Other routes are not limited.
+    assert all(strict_edge.get("/v1/auth/jwks").status == 200 for _ in range(5))
+
+
+def preflight(edge: Edge, origin: str) -> dict[str, str]:
+    return edge.call(
+        "OPTIONS",
+        "/v1/bookings",
+        headers={
+            "origin": origin,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization,content-type",
+        },
+    ).headers
+
+
+def test_cors_allows_the_configured_origins_only(edge: Edge) -> None:
+    allowed = preflight(edge, "http://localhost:3000")
+    assert allowed.get("access-control-allow-origin") == "http://localhost:3000"
+    assert "authorization" in allowed.get("access-control-allow-headers", "")
+    assert "access-control-allow-origin" not in preflight(edge, "https://evil.example.com")
+
+
+def grpc_web_call(edge: Edge, path: str, request: bytes) -> tuple[int, bytes, dict[str, str]]:
+    frame = b"\x00" + len(request).to_bytes(4, "big") + request
+    http = urllib.request.Request(
+        edge.base_url + path,
+        data=frame,
+        method="POST",
+        headers={
+            "content-type": "application/grpc-web+proto",
+            "x-grpc-web": "1",
+            "origin": "http://localhost:3000",
+        },
+    )
+    with urllib.request.urlopen(http, timeout=10) as reply:
+        body, headers = reply.read(), {k.lower(): v for k, v in reply.headers.items()}
+    message, trailers = b"", {}
+    while body:
+        flag, size = body[0], int.from_bytes(body[1:5], "big")
+        payload, body = body[5 : 5 + size], body[5 + size :]
+        if flag & 0x80:
+            trailers = dict(line.split(":", 1) for line in payload.decode().strip().split("\r\n"))
+        else:
+            message = payload
+    return int(trailers.get("grpc-status", headers.get("grpc-status", "-1"))), message, headers
+
+
+def test_grpc_web_reaches_the_services(edge: Edge) -> None:
+    status, message, headers = grpc_web_call(
+        edge,
+        "/ticketing.auth.v1.AuthService/GetJwks",
+        auth_pb2.GetJwksRequest().SerializeToString(),
+    )
+    assert status == 0
+    assert auth_pb2.JwkSet.FromString(message).keys
+    assert headers["access-control-allow-origin"] == "http://localhost:3000"
+
+
+def test_native_grpc_through_envoy_and_internal_rpcs_unreachable(mesh: Mesh) -> None:
+    with grpc.insecure_channel(f"127.0.0.1:{mesh.env['EDGE_PORT']}") as channel:
+        events = event_pb2_grpc.EventServiceStub(channel)
+        listed = events.ListEvents(event_pb2.ListEventsRequest(page_size=1))
+        assert isinstance(listed.next_page_token, str)
+        with pytest.raises(grpc.RpcError) as caught:
+            events.LockSeat(
+                event_pb2.LockSeatRequest(
+                    event_id=str(uuid.uuid4()), seat_ids=["vip-1-1"], owner="x"
+                )
+            )
+        assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED  # Envoy's 404
+
+
+def test_oversized_bodies_are_refused(edge: Edge) -> None:
+    huge = {"email": unique_email(), "password": "x" * 200_000, "display_name": "Big"}
+    assert_error(edge.post("/v1/auth/register", huge), 413)
+
+
+def test_request_ids_reach_the_service_logs(edge: Edge, mesh: Mesh) -> None:
+    account = register_and_login(edge, "traced")
+    trace = f"trace-{uuid.uuid4().hex}"
+    reply = edge.call(
+        "GET", "/v1/users/me", token=account.access_token, headers={"x-request-id": trace}
+    )
+    assert reply.status == 200 and reply.headers["x-request-id"] == trace
+    lines = [
+        json.loads(line)
+        for line in (mesh.logs / "auth.log").read_text().splitlines()
+        if trace in line
+    ]
+    assert any(entry.get("request_id") == trace and "GetMe" in entry["msg"] for entry in lines)
+
+
+def test_a_new_signing_key_is_picked_up_and_old_tokens_keep_working(
+    edge: Edge, keys_dir: Path
+) -> None:
+    before = login(edge, ADMIN_EMAIL, ADMIN_PASSWORD)
+    old_kid = json.loads(_jwt_part(before, 0))["kid"]
+    time.sleep(1.1)  # key files are named by the second
+    generate_key(keys_dir)
+
+    def new_token() -> str | None:
+        token = login(edge, ADMIN_EMAIL, ADMIN_PASSWORD)
+        return token if json.loads(_jwt_part(token, 0))["kid"] != old_kid else None
+
+    after = _wait(new_token, "auth to sign with the new key")
+    # Envoy and every service learn the new key from the JWKS...
+    assert _wait(
+        lambda: edge.get("/v1/users/me", token=after).status == 200,
+        "the edge to accept the new key",
+    )
+    assert len(edge.get("/v1/auth/jwks").body["keys"]) >= 2
+    # ...while tokens signed by the old one stay good until they expire.
+    assert edge.get("/v1/users/me", token=before).status == 200
+    assert edge.get("/v1/users", token=after).status == 200
+
+
+def _jwt_part(token: str, index: int) -> str:
+    part = token.split(".")[index]
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode()
+
+
+def _wait(check, what: str, timeout: float = 20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_every_service_exports_prometheus_metrics(edge: Edge, mesh: Mesh) -> None:
+    account = register_and_login(edge, "metered")  # RPCs, and an outbox message
+    token = account.access_token
+    for path in ("/v1/events", "/v1/bookings", f"/v1/payments/{uuid.uuid4()}", "/v1/notifications"):
+        edge.get(path, token=token)  # at least one RPC per service
+
+    def scrape(service: str) -> str:
+        port = mesh.env[f"{service.upper()}_METRICS_PORT"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            return reply.read().decode()
+
+    for service in mesh.implemented():
+        assert "grpc_server_handling_seconds_bucket" in scrape(service), service
+    assert 'grpc_code="OK",grpc_method="/ticketing.auth.v1.AuthService/Register"' in scrape("auth")
+    assert "outbox_backlog" in scrape("auth") and "outbox_backlog" in scrape("booking")
+    assert "booking_outcomes_total" in scrape("booking")
+    assert "seat_holds_active" in scrape("event")
+    assert _wait(
+        lambda: 'outcome="handled",queue="notification"' in scrape("notification"),
+        "the welcome message to be counted",
+    )
