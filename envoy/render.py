@@ -9,7 +9,7 @@ binding (LockSeat, Charge, ...) get no route, so through Envoy they are 404.
 
 Addresses come from the same environment variables the services read
 (`AUTH_GRPC_ADDR=127.0.0.1:3001`; a comma-separated list for replicas).
-Edge settings: EDGE_PORT, EDGE_ADMIN_PORT, EDGE_LISTEN_ADDRESS,
+Edge settings: EDGE_PORT, EDGE_LISTEN_ADDRESS, EDGE_ADMIN_PORT, EDGE_ADMIN_ADDRESS,
 CORS_ALLOWED_ORIGINS (comma-separated), AUTH_RATE_LIMIT_PER_MINUTE (login and
 register, per Envoy), MAX_REQUEST_BYTES, JWKS_CACHE_SECONDS.
 """
@@ -334,7 +334,12 @@ def config(descriptor_path: Path) -> dict[str, Any]:
     }
     return {
         "admin": {
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}
+            "address": {
+                "socket_address": {
+                    "address": env_str("EDGE_ADMIN_ADDRESS", "127.0.0.1"),
+                    "port_value": admin_port,
+                }
+            }
         },
         "static_resources": {
             "listeners": [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from payment.domain import Payment
+from payment.domain import Amount, CardDetails, ChargeOrder, Payment
 from payment.service import PaymentUseCases
 from runtime import timestamps
 from runtime.identity import caller
@@ -30,6 +30,25 @@ def payment_to_proto(payment: Payment) -> payment_pb2.Payment:
     )
 
 
+def charge_order(request: payment_pb2.ChargeRequest) -> ChargeOrder:
+    method = request.payment_method
+    return ChargeOrder(
+        idempotency_key=request.idempotency_key,
+        user_id=request.user_id,
+        amount=(
+            Amount(request.amount.amount_minor, request.amount.currency_code)
+            if request.HasField("amount")
+            else None
+        ),
+        card=(
+            CardDetails(method.card_number, method.exp_month, method.exp_year, method.cvc)
+            if request.HasField("payment_method")
+            else None
+        ),
+        reference=request.reference,
+    )
+
+
 class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     def __init__(self, use_cases: PaymentUseCases) -> None:
         self._payments = use_cases
@@ -42,21 +61,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def Charge(
         self, request: payment_pb2.ChargeRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.Payment:
-        method = request.payment_method
-        payment = await self._payments.charge(
-            request.idempotency_key,
-            request.user_id,
-            request.amount.amount_minor,
-            request.amount.currency_code,
-            method.card_number,
-            method.exp_month,
-            method.exp_year,
-            method.cvc,
-            request.reference,
-            has_amount=request.HasField("amount"),
-            has_card=request.HasField("payment_method"),
-        )
-        return payment_to_proto(payment)
+        return payment_to_proto(await self._payments.charge(charge_order(request)))
 
     async def Refund(
         self, request: payment_pb2.RefundRequest, context: grpc.aio.ServicerContext

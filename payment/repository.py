@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
@@ -53,19 +54,19 @@ refunds = sa.Table(
 
 def _payment(row: sa.Row) -> Payment:
     return Payment(
-        row.payment_id,
-        row.idempotency_key,
-        row.user_id,
-        row.reference,
-        row.amount_minor,
-        row.currency,
-        State(row.state),
-        row.card_brand,
-        row.card_last4,
-        row.decline_code,
-        row.refunded_minor,
-        row.create_time,
-        row.update_time,
+        payment_id=row.payment_id,
+        idempotency_key=row.idempotency_key,
+        user_id=row.user_id,
+        reference=row.reference,
+        amount_minor=row.amount_minor,
+        currency=row.currency,
+        state=State(row.state),
+        card_brand=row.card_brand,
+        card_last4=row.card_last4,
+        decline_code=row.decline_code,
+        refunded_minor=row.refunded_minor,
+        create_time=row.create_time,
+        update_time=row.update_time,
     )
 
 
@@ -75,8 +76,12 @@ class Payments:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
 
-    async def add(self, payment: Payment) -> Payment:
-        """Stores the payment, or returns the one already stored under its key."""
+    async def add_or_get(self, payment: Payment) -> Payment:
+        """Stores the payment, or returns the one already stored under its key.
+
+        Concurrent calls with one key all insert; the unique key lets exactly one
+        row in and makes the others wait for it, then they all read that winner.
+        """
         await self._conn.execute(
             pg.insert(payments)
             .values(
@@ -90,13 +95,14 @@ class Payments:
                 card_brand=payment.card_brand,
                 card_last4=payment.card_last4,
                 decline_code=payment.decline_code,
+                refunded_minor=payment.refunded_minor,
                 create_time=payment.create_time,
                 update_time=payment.update_time,
             )
             .on_conflict_do_nothing(index_elements=[payments.c.idempotency_key])
         )
         stored = await self.by_key(payment.idempotency_key)
-        assert stored is not None
+        assert stored is not None, "the row that won the insert is committed and visible"
         return stored
 
     async def by_key(self, idempotency_key: str) -> Payment | None:
@@ -114,21 +120,31 @@ class Payments:
         row = (await self._conn.execute(query)).first()
         return _payment(row) if row else None
 
-    async def refund_exists(self, idempotency_key: str) -> bool:
-        found = await self._conn.execute(
-            sa.select(refunds.c.refund_id).where(refunds.c.idempotency_key == idempotency_key)
+    async def refunded_by_key(self, idempotency_key: str) -> uuid.UUID | None:
+        """The payment a refund with this key was made for, if one was."""
+        return await self._conn.scalar(
+            sa.select(refunds.c.payment_id).where(refunds.c.idempotency_key == idempotency_key)
         )
-        return found.first() is not None
 
-    async def refund_in_full(self, payment: Payment, idempotency_key: str) -> Payment:
-        await self._conn.execute(
-            refunds.insert().values(
+    async def refund_in_full(
+        self, payment: Payment, idempotency_key: str, now: datetime
+    ) -> Payment | None:
+        """Records the refund and marks the payment refunded; None if a concurrent
+        refund of another payment took the key first (then nothing is written)."""
+        recorded = await self._conn.scalar(
+            pg.insert(refunds)
+            .values(
                 refund_id=uuid.uuid4(),
                 payment_id=payment.payment_id,
                 idempotency_key=idempotency_key,
                 amount_minor=payment.amount_minor,
+                create_time=now,
             )
+            .on_conflict_do_nothing(index_elements=[refunds.c.idempotency_key])
+            .returning(refunds.c.refund_id)
         )
+        if recorded is None:
+            return None
         row = (
             await self._conn.execute(
                 payments.update()
@@ -136,7 +152,7 @@ class Payments:
                 .values(
                     state=State.REFUNDED.value,
                     refunded_minor=payment.amount_minor,
-                    update_time=sa.func.now(),
+                    update_time=now,
                 )
                 .returning(payments)
             )

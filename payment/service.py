@@ -1,19 +1,18 @@
-"""Payment use cases: charge, refund, look up; each idempotent by key."""
+"""Payment use cases: charge, refund, look up, read; each one transaction."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
-import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment import domain
-from payment.domain import Payment, State
+from payment.domain import ChargeOrder, Payment
 from payment.repository import Payments
-from runtime.errors import ServiceError, bad_field, not_found, parse_uuid
+from runtime.errors import bad_field, not_found, parse_uuid
 from runtime.identity import Caller
 
 log = logging.getLogger(__name__)
@@ -22,68 +21,28 @@ log = logging.getLogger(__name__)
 class PaymentUseCases:
     def __init__(self, engine: AsyncEngine, latency_seconds: float = 0.0) -> None:
         self._engine = engine
-        # Lets benchmarks model a real processor's round trip.
+        # How long the simulated processor takes to answer, so benchmarks can
+        # model a real one; 0 answers at once.
         self._latency_seconds = latency_seconds
 
-    async def charge(
-        self,
-        idempotency_key: str,
-        user_id: str,
-        amount_minor: int,
-        currency: str,
-        card_number: str,
-        exp_month: int,
-        exp_year: int,
-        cvc: str,
-        reference: str,
-        has_amount: bool,
-        has_card: bool,
-    ) -> Payment:
-        card = domain.check_charge(
-            idempotency_key,
-            user_id,
-            amount_minor,
-            currency,
-            card_number,
-            exp_month,
-            exp_year,
-            cvc,
-            date.today(),
-            has_amount,
-            has_card,
-        )
-        payer = parse_uuid(user_id, "user_id")
-        if self._latency_seconds:
-            await asyncio.sleep(self._latency_seconds)
+    async def charge(self, order: ChargeOrder) -> Payment:
+        """The payment for the order's idempotency key, charging the card only if new."""
+        charge = domain.check_charge(order, datetime.now(UTC).date())
+        async with self._engine.connect() as conn:
+            earlier = await Payments(conn).by_key(charge.idempotency_key)
+        if earlier is not None:  # a retry: answer without asking the processor again
+            domain.ensure_same_charge(earlier, charge)
+            return earlier
+
+        await self._ask_processor()
         now = datetime.now(UTC)
-        attempt = Payment(
-            uuid.uuid4(),
-            idempotency_key,
-            payer,
-            reference,
-            amount_minor,
-            currency,
-            State.DECLINED if card.decline_code else State.SUCCEEDED,
-            card.brand,
-            card.last4,
-            card.decline_code,
-            0,
-            now,
-            now,
-        )
+        attempt = domain.process(charge, uuid.uuid4(), now)
+        # A concurrent call with the same key may have got here too; the database
+        # keeps the first and every caller gets that one. The simulated processor
+        # moves no money, so a losing attempt's answer is simply dropped.
         async with self._engine.begin() as conn:
-            stored = await Payments(conn).add(attempt)
-        if (stored.user_id, stored.amount_minor, stored.currency) != (
-            payer,
-            amount_minor,
-            currency,
-        ):
-            raise ServiceError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                "IDEMPOTENCY_KEY_REUSED",
-                "this idempotency key was used for a different charge",
-                {"payment_id": str(stored.payment_id)},
-            )
+            stored = await Payments(conn).add_or_get(attempt)
+        domain.ensure_same_charge(stored, charge)
         if stored.payment_id == attempt.payment_id:
             log.info(
                 "charge %s %s %d %s",
@@ -95,31 +54,28 @@ class PaymentUseCases:
         return stored
 
     async def refund(self, idempotency_key: str, payment_id: str) -> Payment:
-        if not idempotency_key:
-            raise bad_field("idempotency_key", "is required")
-        key = parse_uuid(payment_id, "payment_id")
-        if self._latency_seconds:
-            await asyncio.sleep(self._latency_seconds)
+        """Gives back the whole amount of a successful payment, at most once."""
+        target = domain.check_refund(idempotency_key, payment_id)
+        await self._ask_processor()
         async with self._engine.begin() as conn:
             repo = Payments(conn)
             # Locked, so two refunds of one payment cannot both apply.
-            payment = await repo.get(key, for_update=True)
+            payment = await repo.get(target, for_update=True)
             if payment is None:
                 raise not_found("payment", payment_id)
-            if payment.state is State.DECLINED:
-                raise ServiceError(
-                    grpc.StatusCode.FAILED_PRECONDITION,
-                    "PAYMENT_NOT_REFUNDABLE",
-                    "a declined payment took no money",
-                    {"payment_id": payment_id},
-                )
-            if payment.state is State.REFUNDED or await repo.refund_exists(idempotency_key):
-                return payment  # never more than the charge
-            refunded = await repo.refund_in_full(payment, idempotency_key)
+            refunded_earlier = await repo.refunded_by_key(idempotency_key)
+            if refunded_earlier is not None and refunded_earlier != payment.payment_id:
+                raise domain.key_reused("refund", payment.payment_id)
+            if not domain.has_money_to_refund(payment):
+                return payment  # refunded already: a refund never exceeds the charge
+            refunded = await repo.refund_in_full(payment, idempotency_key, datetime.now(UTC))
+            if refunded is None:  # the key went to another payment's refund meanwhile
+                raise domain.key_reused("refund", payment.payment_id)
         log.info("refunded %s", payment_id)
         return refunded
 
     async def lookup(self, idempotency_key: str) -> Payment:
+        """The payment made with this key; lets a caller settle a charge it lost track of."""
         if not idempotency_key:
             raise bad_field("idempotency_key", "is required")
         async with self._engine.connect() as conn:
@@ -129,9 +85,15 @@ class PaymentUseCases:
         return payment
 
     async def get(self, who: Caller, payment_id: str) -> Payment:
+        """The caller's own payment, or any payment for an admin."""
+        wanted = parse_uuid(payment_id, "payment_id")
         async with self._engine.connect() as conn:
-            payment = await Payments(conn).get(parse_uuid(payment_id, "payment_id"))
+            payment = await Payments(conn).get(wanted)
         # Another user's payment is "not found": ids cannot be probed.
         if payment is None or not (who.is_admin or str(payment.user_id) == who.user_id):
             raise not_found("payment", payment_id)
         return payment
+
+    async def _ask_processor(self) -> None:
+        if self._latency_seconds > 0:
+            await asyncio.sleep(self._latency_seconds)

@@ -78,20 +78,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def grpc_healthy(addr: str, service: str = "") -> bool:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    try:
-        with grpc.insecure_channel(addr) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=1
-            )
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
-    except grpc.RpcError:
-        return False
-
-
 def envoy_clusters_healthy(admin_port: int, clusters: list[str]) -> bool:
     try:
         with urllib.request.urlopen(
@@ -119,6 +105,7 @@ class Mesh:
     state: Path
     env: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    replicas: dict[str, int] = field(default_factory=dict)
 
     @property
     def logs(self) -> Path:
@@ -131,6 +118,11 @@ class Mesh:
 
     def addr(self, service: str) -> str:
         return self.env.get(f"{service.upper()}_GRPC_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}")
+
+    def target(self, service: str) -> str:
+        """A gRPC channel target reaching every replica of `service`."""
+        addresses = self.addr(service).split(",")
+        return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
 
     def run(self, *argv: str) -> None:
         subprocess.run(argv, env=self.service_env(), cwd=REPO, check=True)
@@ -177,12 +169,40 @@ class Mesh:
             env = {f"{service.upper()}_METRICS_PORT": "0", **(env or {})}
         name = name or service
         self.spawn(name, PYTHON, "-m", service, env=env)
-        key = f"{service.upper()}_GRPC_ADDR"
-        addr = (env or {}).get(key) or self.addr(service)
-        wait_for(lambda: grpc_healthy(addr) or self._exited(name), f"{name} on {addr}", timeout)
+        from runtime.healthcheck import serving  # needs the virtualenv; `backing` does not
+
+        env = env or {}
+        addr = (
+            env.get("GRPC_LISTEN_ADDR")
+            or env.get(f"{service.upper()}_GRPC_ADDR")
+            or self.addr(service).split(",")[0]
+        )
+        wait_for(lambda: serving(addr) or self._exited(name), f"{name} on {addr}", timeout)
         if self._exited(name):
             raise RuntimeError(f"{name} exited; see {self.logs / (name + '.log')}")
         return addr
+
+    def scale(self, service: str, replicas: int, ports: list[int]) -> None:
+        """Runs `service` as several processes on `ports`; every client (Envoy, the
+        other services) balances over all of them. Call before starting anything."""
+        self.env[f"{service.upper()}_GRPC_ADDR"] = ",".join(f"127.0.0.1:{p}" for p in ports)
+        self.replicas[service] = replicas
+
+    def start_all(self, service: str) -> None:
+        """Starts a service and its replicas (see scale)."""
+        addresses = self.addr(service).split(",")
+        metrics = int(
+            self.env.get(f"{service.upper()}_METRICS_PORT", DEFAULT_PORTS[service] + 6100)
+        )
+        for i in range(self.replicas.get(service, 1)):
+            self.start_service(
+                service,
+                name=service if i == 0 else f"{service}-{i + 1}",
+                env={
+                    "GRPC_LISTEN_ADDR": addresses[i],
+                    f"{service.upper()}_METRICS_PORT": str(metrics + 10 * i if metrics else 0),
+                },
+            )
 
     def start_envoy(
         self, name: str = "envoy", env: Mapping[str, str] | None = None, timeout: float = 30
@@ -278,9 +298,15 @@ def timed(what: str) -> Iterator[None]:
     print(f"{what} in {time.monotonic() - started:.1f}s", flush=True)
 
 
-def up(state: Path) -> None:
+SCALED_SERVICES = ("event", "booking")  # the hot path of a sale
+
+
+def up(state: Path, replicas: int = 1) -> None:
     stop_from_pid_files(state)
     mesh = Mesh(state)
+    for service in SCALED_SERVICES if replicas > 1 else ():
+        base = DEFAULT_PORTS[service]
+        mesh.scale(service, replicas, [base + 10 * i for i in range(replicas)])
     with timed("backing services ready"):
         ensure_backing_services()
     with timed("databases migrated"):
@@ -288,14 +314,16 @@ def up(state: Path) -> None:
     with timed("services healthy"):
         mesh.start_smtp_sink()
         for service in mesh.implemented():
-            mesh.start_service(service)
+            mesh.start_all(service)
     with timed("Envoy ready"):
         mesh.start_envoy()
+    scrape = ", ".join(f"{s} :{DEFAULT_PORTS[s] + 6100}" for s in mesh.implemented())
     print(f"""
 The mesh is up ({", ".join(mesh.implemented())}).
   HTTP/JSON and gRPC via Envoy  http://127.0.0.1:8080   e.g. curl http://127.0.0.1:8080/v1/auth/jwks
   gRPC straight to a service    {", ".join(f"{s} {mesh.addr(s)}" for s in mesh.implemented())}
-  Envoy admin and stats         http://127.0.0.1:9901/stats
+  Envoy admin and stats         http://127.0.0.1:9901/stats  (Prometheus: /stats/prometheus)
+  Prometheus /metrics           {scrape}
   SMTP sink, every email kept   127.0.0.1:1025 -> {state / "mail"}/*.eml
   Logs                          {mesh.logs}/*.log  (make logs)
 Stop it with: make down""")
@@ -305,11 +333,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("command", choices=["backing", "up", "down"])
     parser.add_argument("--state", type=Path, default=REPO / "var")
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=1,
+        help="processes each of the event and booking services run as",
+    )
     args = parser.parse_args()
     if args.command == "backing":
         ensure_backing_services()
     elif args.command == "up":
-        up(args.state)
+        up(args.state, args.replicas)
     else:
         stop_from_pid_files(args.state)
 

@@ -3,7 +3,8 @@ free ports, against the real PostgreSQL, Redis and RabbitMQ.
 
 Tests get their own databases (ticketing_test_*), Redis database 15 and
 RabbitMQ vhost `ticketing_test`, so they can run beside `make up`. Set
-TEST_NAMESPACE (and TEST_REDIS_DB) to run two test sessions side by side.
+TEST_NAMESPACE (and TEST_REDIS_DB) to run two test sessions side by side,
+and TEST_REPLICAS=2 to run event and booking as two processes each.
 """
 
 from __future__ import annotations
@@ -19,12 +20,21 @@ import psycopg
 import pytest
 
 from scripts.mail_sink import MailSink
-from scripts.mesh import PYTHON, SERVICES, Mesh, ensure_backing_services, free_port
+from scripts.mesh import (
+    PYTHON,
+    SCALED_SERVICES,
+    SERVICES,
+    Mesh,
+    ensure_backing_services,
+    free_port,
+)
 from tests.support import Edge, mint_token
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
 NAMESPACE = os.environ.get("TEST_NAMESPACE", "ticketing_test")
 REDIS_DB = os.environ.get("TEST_REDIS_DB", "15")
+# TEST_REPLICAS=2 runs the event and booking services as two processes each.
+REPLICAS = int(os.environ.get("TEST_REPLICAS", "1"))
 TEST_VHOST = NAMESPACE
 ADMIN_EMAIL = "admin@test.example.com"
 ADMIN_PASSWORD = "admin-test-password"
@@ -82,12 +92,14 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, mail_sink: MailSink) -> Itera
         env[f"{service.upper()}_GRPC_ADDR"] = f"127.0.0.1:{free_port()}"
         env[f"{service.upper()}_METRICS_PORT"] = str(free_port())
     running = Mesh(state, env)
+    for service in SCALED_SERVICES if REPLICAS > 1 else ():
+        running.scale(service, REPLICAS, [free_port() for _ in range(REPLICAS)])
     running.run(PYTHON, "-m", "auth", "keys")
     running.run(PYTHON, "-m", "notification", "keys")
     running.migrate()
     try:
         for service in running.implemented():
-            running.start_service(service)
+            running.start_all(service)
         running.start_envoy()
         yield running
     finally:
@@ -101,7 +113,7 @@ def edge(mesh: Mesh) -> Edge:
 
 @pytest.fixture(scope="session")
 def auth_channel(mesh: Mesh) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(mesh.addr("auth")) as channel:
+    with grpc.insecure_channel(mesh.target("auth")) as channel:
         yield channel
 
 
@@ -112,7 +124,7 @@ def keys_dir(mesh: Mesh) -> Path:
 
 @pytest.fixture(scope="session")
 def event_channel(mesh: Mesh) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(mesh.addr("event")) as channel:
+    with grpc.insecure_channel(mesh.target("event")) as channel:
         yield channel
 
 

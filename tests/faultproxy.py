@@ -4,7 +4,7 @@ server.
 
     proxy = FaultProxy(("127.0.0.1", 6379)).start()
     ... point the service at 127.0.0.1:proxy.port ...
-    proxy.cut()        # connections reset, new ones refused
+    proxy.cut()        # connections reset, new ones too
     proxy.blackhole()  # connections accepted, nothing ever answers
     proxy.drop_replies()  # requests arrive, answers are lost on the way back
     proxy.restore()    # traffic flows again
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import struct
 import threading
 from typing import Self
 
@@ -27,7 +28,6 @@ class FaultProxy:
         self._listener: socket.socket | None = None
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
-        self._closed = False
 
     @property
     def address(self) -> str:
@@ -38,20 +38,15 @@ class FaultProxy:
         return self
 
     def cut(self) -> None:
-        """Resets every connection and refuses new ones (the listener closes)."""
+        """Resets every connection, and every new one as soon as it is made."""
         with self._lock:
             self._mode = "down"
-            listener, self._listener = self._listener, None
-        if listener:
-            listener.close()
         self._drop_connections()
 
     def blackhole(self) -> None:
         """Accepts connections but forwards nothing: a peer that hangs."""
         with self._lock:
             self._mode = "blackhole"
-        if self._listener is None:
-            self._listen()
 
     def drop_replies(self) -> None:
         """Forwards what the client sends, swallows what the server answers."""
@@ -62,12 +57,13 @@ class FaultProxy:
         with self._lock:
             self._mode = "up"
         self._drop_connections()  # blackholed connections are useless now
-        if self._listener is None:
-            self._listen()
 
     def close(self) -> None:
-        self._closed = True
         self.cut()
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener:
+            listener.close()
 
     def _listen(self) -> None:
         listener = socket.socket()
@@ -85,6 +81,11 @@ class FaultProxy:
                 client, _ = listener.accept()
             except OSError:
                 return  # listener closed by cut()
+            if self._mode == "down":
+                # Reset at once (SO_LINGER 0), as a dead peer's host would.
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                continue
             if self._mode == "blackhole":
                 self._track(client)
                 continue

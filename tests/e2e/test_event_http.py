@@ -92,7 +92,7 @@ def test_list_events_pages_and_hides_started_events(edge: Edge, organizer: str) 
 
 def test_list_seats_filters_by_tier_and_status(edge: Edge, organizer: str, mesh) -> None:
     event = create(edge, organizer)
-    with grpc.insecure_channel(mesh.addr("event")) as channel:
+    with grpc.insecure_channel(mesh.target("event")) as channel:
         stub = event_pb2_grpc.EventServiceStub(channel)
         booking = str(uuid.uuid4())
         sold = stub.LockSeat(

@@ -89,13 +89,13 @@ def rig(mesh: Mesh) -> Iterator[Rig]:
 
 @pytest.fixture
 def event_id(mesh: Mesh, organizer_token: str) -> str:
-    with grpc.insecure_channel(mesh.addr("event")) as channel:
+    with grpc.insecure_channel(mesh.target("event")) as channel:
         return create_event_grpc(event_pb2_grpc.EventServiceStub(channel), organizer_token).event_id
 
 
 @pytest.fixture(scope="module")
 def warm_up_event(mesh: Mesh, organizer_token: str) -> str:
-    with grpc.insecure_channel(mesh.addr("event")) as channel:
+    with grpc.insecure_channel(mesh.target("event")) as channel:
         return create_event_grpc(
             event_pb2_grpc.EventServiceStub(channel),
             organizer_token,
@@ -131,7 +131,7 @@ def create_booking(
 def settled_state(mesh: Mesh, token: str, booking_id: str, timeout: float = 30) -> str:
     """Waits for the sweep to move a booking out of PENDING."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(mesh.addr("booking")) as channel:
+    with grpc.insecure_channel(mesh.target("booking")) as channel:
         stub = booking_pb2_grpc.BookingServiceStub(channel)
         while time.monotonic() < deadline:
             booking = stub.GetBooking(
@@ -186,7 +186,7 @@ def test_money_taken_for_seats_sold_meanwhile_is_refunded(
         rival = mint_token(keys_dir, email="rival@example.com")
         assert (
             create_booking(
-                rig.mesh.addr("booking"), rival, event_id, ["vip-2-1"], str(uuid.uuid4())
+                rig.mesh.target("booking"), rival, event_id, ["vip-2-1"], str(uuid.uuid4())
             )[1]
             == "BOOKING_STATE_CONFIRMED"
         )

