@@ -10,7 +10,7 @@ export PATH := $(abspath $(VENV)/bin):$(abspath node_modules/.bin):$(PATH)
 PROTOS := $(shell find protos/ticketing -name '*.proto' | sort)
 PYTEST_ARGS ?=
 
-.PHONY: setup protos keys up down logs test tools lint format bench clean
+.PHONY: setup protos keys up down logs test tools lint readme format bench clean
 
 setup: $(VENV)/.installed node_modules/.installed gen/.stamp keys
 
@@ -64,6 +64,10 @@ lint: setup
 	cd protos && buf lint
 	# Wire and JSON compatibility with main: a client built from main keeps working.
 	buf breaking protos --against '.git#branch=main,subdir=protos'
+
+# README.md quotes clients/ and the latest bench table; edit docs/README.template.md.
+readme:
+	$(PY) scripts/readme.py
 
 format: setup
 	$(VENV)/bin/ruff check --fix .

@@ -145,6 +145,13 @@ def routes() -> list[dict[str, Any]]:
         {
             "match": {"path": "/openapi.json"},
             "direct_response": {"status": 200, "body": {"filename": str(openapi)}},
+            # Not an RPC: the transcoder would refuse it as an unknown method.
+            "typed_per_filter_config": {
+                "envoy.filters.http.grpc_json_transcoder": {
+                    "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                    "disabled": True,
+                }
+            },
             "response_headers_to_add": [
                 {"header": {"key": "content-type", "value": "application/json"}}
             ],
@@ -267,28 +274,33 @@ def cors_policy() -> dict[str, Any]:
 
 
 def local_reply_config() -> dict[str, Any]:
+    """Envoy's own error answers as google.rpc.Status JSON; its 200s (the OpenAPI
+    document) untouched."""
+
     def body(code: int) -> dict[str, Any]:
         return {
             "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
             "content_type": "application/json",
         }
 
+    def status_is(op: str, status: int) -> dict[str, Any]:
+        return {
+            "status_code_filter": {
+                "comparison": {
+                    "op": op,
+                    "value": {"default_value": status, "runtime_key": f"lr_{op}_{status}"},
+                }
+            }
+        }
+
     return {
         "mappers": [
-            {
-                "filter": {
-                    "status_code_filter": {
-                        "comparison": {
-                            "op": "EQ",
-                            "value": {"default_value": status, "runtime_key": f"lr_{status}"},
-                        }
-                    }
-                },
-                "body_format_override": body(code),
-            }
-            for status, code in LOCAL_REPLY_CODES.items()
+            *(
+                {"filter": status_is("EQ", status), "body_format_override": body(code)}
+                for status, code in LOCAL_REPLY_CODES.items()
+            ),
+            {"filter": status_is("GE", 400), "body_format_override": body(2)},
         ],
-        "body_format": body(2),
     }
 
 

@@ -14,8 +14,12 @@ from scripts.mesh import REPO, SERVICES
 def compose(*args: str) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose is needed (Debian: apt-get install docker-compose)"
-    return subprocess.run([binary, "-f", str(REPO / "docker-compose.yml"), *args],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [binary, "-f", str(REPO / "docker-compose.yml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_compose_file_is_valid() -> None:

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# A whole purchase over HTTP/JSON through Envoy: register, log in, create an
+# event (as the admin), book two seats in two tiers, read the booking and its
+# payment, cancel. Needs curl and jq.   EDGE=http://localhost:8080 clients/curl/purchase.sh
+set -euo pipefail
+EDGE=${EDGE:-http://localhost:8080}
+EMAIL="fan-$RANDOM$RANDOM@example.com"
+
+curl -sf -X POST "$EDGE/v1/auth/register" \
+  -d '{"email":"'"$EMAIL"'","password":"correct-horse","display_name":"Fan"}' | jq -c '{user_id, role}'
+TOKEN=$(curl -sf -X POST "$EDGE/v1/auth/login" \
+  -d '{"email":"'"$EMAIL"'","password":"correct-horse"}' | jq -r .access_token)
+ADMIN=$(curl -sf -X POST "$EDGE/v1/auth/login" \
+  -d '{"email":"'"${ADMIN_EMAIL:-admin@example.com}"'","password":"'"${ADMIN_PASSWORD:-admin-change-me}"'"}' \
+  | jq -r .access_token)
+
+EVENT=$(curl -sf -X POST "$EDGE/v1/events" -H "authorization: Bearer $ADMIN" -d '{
+  "title": "Opening night", "venue": "Main Hall", "starts_at": "2030-06-01T20:00:00Z",
+  "tiers": [
+    {"tier": "TIER_STANDARD", "price": {"currency_code": "USD", "amount_minor": "5000"},
+     "rows": 20, "seats_per_row": 30},
+    {"tier": "TIER_VIP", "price": {"currency_code": "USD", "amount_minor": "15000"},
+     "rows": 2, "seats_per_row": 10}]}' | jq -r .event_id)
+curl -sf "$EDGE/v1/events/$EVENT/seats?tier=TIER_VIP&page_size=3" | jq -c '[.seats[].seat_id]'
+
+BOOKING=$(curl -sf -X POST "$EDGE/v1/bookings" -H "authorization: Bearer $TOKEN" -d '{
+  "event_id": "'"$EVENT"'", "seat_ids": ["vip-1-4", "standard-3-10"],
+  "payment_method": {"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2030,
+                     "cvc": "123"},
+  "request_id": "'"$(cat /proc/sys/kernel/random/uuid)"'"}')
+echo "$BOOKING" | jq -c '{state, total}'
+ID=$(echo "$BOOKING" | jq -r .booking_id)
+curl -sf "$EDGE/v1/bookings/$ID" -H "authorization: Bearer $TOKEN" | jq -c '[.seats[].seat_id]'
+curl -sf "$EDGE/v1/payments/$(echo "$BOOKING" | jq -r .payment_id)" \
+  -H "authorization: Bearer $TOKEN" | jq -c '{state, card_brand, card_last4}'
+curl -sf -X POST "$EDGE/v1/bookings/$ID:cancel" -H "authorization: Bearer $TOKEN" | jq -c '{state}'
