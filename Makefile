@@ -75,3 +75,10 @@ format: setup
 
 clean: down
 	rm -rf gen var/log var/run var/envoy.json .pytest_cache
+
+# Measures the running mesh (`make up` first); writes bench/results/ and bench/latest.md.
+bench: setup
+	@$(PY) -c "import socket; socket.create_connection(('127.0.0.1', 8080), 1)" 2>/dev/null \
+		|| { echo "the mesh is not running: make up first"; exit 1; }
+	$(PY) -m bench.run $(BENCH_ARGS)
+	$(PY) scripts/readme.py

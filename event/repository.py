@@ -305,7 +305,9 @@ class Catalog:
         return sorted({_seat(r) for r in ever})
 
     async def _move_counters(self, event_id: uuid.UUID, by_tier: Counter[Tier], sign: int) -> None:
-        for tier, count in by_tier.items():
+        # Always in tier order: two sales locking the same counters in opposite
+        # orders would deadlock.
+        for tier, count in sorted(by_tier.items()):
             await self._conn.execute(
                 event_tiers.update()
                 .where(event_tiers.c.event_id == event_id, event_tiers.c.tier == tier.value)

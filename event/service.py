@@ -15,13 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import grpc
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from event import domain
 from event.domain import EventInfo, SeatRef, Tier, TierPlan
 from event.holds import Hold, HoldStore
 from event.repository import AVAILABLE, SOLD, Catalog
 from runtime import pagination
+from runtime.db import in_transaction
 from runtime.errors import ServiceError, bad_field, not_found, parse_uuid
 from runtime.identity import Caller
 
@@ -209,7 +210,8 @@ class EventUseCases:
             if await self._sold_to(info, booking, seats):
                 return info, seats  # a retry of a sale that committed; Redis forgot it
             raise seats_unavailable(lost, grpc.StatusCode.FAILED_PRECONDITION, "HOLD_EXPIRED")
-        async with self._engine.begin() as conn:
+
+        async def sell(conn: AsyncConnection) -> None:
             catalog = Catalog(conn)
             if not await catalog.sell(info.event_id, seats, booking, fencing_token):
                 already = set(await catalog.sold_to(info.event_id, booking))
@@ -218,6 +220,8 @@ class EventUseCases:
                         [s.seat_id for s in seats if s not in already],
                         grpc.StatusCode.FAILED_PRECONDITION,
                     )
+
+        await in_transaction(self._engine, sell)
         try:
             await self._holds.mark_sold(str(info.event_id), seats, booking_id)
         except ServiceError:
@@ -233,8 +237,9 @@ class EventUseCases:
     async def return_seats(self, event_id: str, booking_id: str) -> list[SeatRef]:
         info = await self.event_info(event_id)
         booking = parse_uuid(booking_id, "booking_id")
-        async with self._engine.begin() as conn:
-            ever_sold = await Catalog(conn).unsell(info.event_id, booking)
+        ever_sold = await in_transaction(
+            self._engine, lambda conn: Catalog(conn).unsell(info.event_id, booking)
+        )
         await self._holds.unmark_sold(str(info.event_id), ever_sold, booking_id)
         return ever_sold
 

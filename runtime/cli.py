@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 
 from runtime import db, logs
@@ -29,4 +30,12 @@ def main(service: str, build: Build, commands: dict[str, Command] | None = None)
     async def serve() -> None:
         await (await build(settings)).run()
 
-    asyncio.run(serve())
+    if settings.nice:
+        # Background work (emails, say) yields the CPU to the sale in progress.
+        os.nice(settings.nice)
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        uvloop.run(serve())
+    else:
+        asyncio.run(serve())

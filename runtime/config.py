@@ -19,6 +19,8 @@ DEFAULT_PORTS = {
     "payment": 3004,
     "notification": 3005,
 }
+# Emails can wait a moment; a buyer at the checkout cannot.
+DEFAULT_NICE = {"notification": 10}
 
 
 def env_str(name: str, default: str) -> str:
@@ -71,6 +73,8 @@ class Settings:
     shutdown_grace_seconds: float
     db_pool_size: int
     metrics_port: int  # Prometheus /metrics; 0 turns it off
+    event_loop: str  # "uvloop" or "asyncio"
+    nice: int  # added to the process's niceness: >0 yields the CPU to other services
 
     @classmethod
     def load(cls, service: str) -> Settings:
@@ -90,4 +94,6 @@ class Settings:
             shutdown_grace_seconds=env_float("SHUTDOWN_GRACE_SECONDS", 10.0),
             db_pool_size=env_int("DB_POOL_SIZE", 10),
             metrics_port=env_int(f"{prefix}_METRICS_PORT", DEFAULT_PORTS[service] + 6100),
+            event_loop=env_str("EVENT_LOOP", "uvloop"),
+            nice=env_int(f"{prefix}_NICE", DEFAULT_NICE.get(service, 0)),
         )

@@ -6,15 +6,19 @@ only through its Alembic migrations (`<service>/migrations`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
+import psycopg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from runtime.config import Settings
 
@@ -29,6 +33,27 @@ def async_engine(settings: Settings) -> AsyncEngine:
         pool_pre_ping=True,
         pool_recycle=1800,
     )
+
+
+T = TypeVar("T")
+# Failures PostgreSQL asks the client to retry: the transaction did nothing.
+RETRYABLE_ERRORS = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
+async def in_transaction(
+    engine: AsyncEngine, work: Callable[[AsyncConnection], Awaitable[T]], attempts: int = 3
+) -> T:
+    """Runs `work` in a transaction, again if PostgreSQL aborted it as retryable."""
+    for attempt in range(attempts):
+        try:
+            async with engine.begin() as conn:
+                return await work(conn)
+        except DBAPIError as exc:
+            if not isinstance(exc.orig, RETRYABLE_ERRORS) or attempt == attempts - 1:
+                raise
+            log.info("retrying a transaction after %s", type(exc.orig).__name__)
+            await asyncio.sleep(0.005 * 2**attempt)
+    raise AssertionError("unreachable")
 
 
 def create_database_if_missing(database_url: str) -> None:

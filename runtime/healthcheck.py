@@ -13,7 +13,8 @@ def serving(addr: str, service: str = "") -> bool:
     try:
         with grpc.insecure_channel(addr) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=2)
+                health_pb2.HealthCheckRequest(service=service), timeout=2
+            )
         return reply.status == health_pb2.HealthCheckResponse.SERVING
     except grpc.RpcError:
         return False

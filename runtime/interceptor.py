@@ -33,6 +33,7 @@ from ticketing.common.v1 import access_pb2
 log = logging.getLogger("rpc")
 
 REQUEST_ID_HEADER = "x-request-id"
+SLOW_RPC_SECONDS = 0.25
 _ROLES_FOR_ACCESS = {
     access_pb2.ACCESS_SIGNED_IN: None,
     access_pb2.ACCESS_ORGANIZER: (Role.ORGANIZER, Role.ADMIN),
@@ -113,13 +114,20 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 elapsed = time.perf_counter() - started
                 metrics.observe_rpc(method, code.name, elapsed)
-                log.info(
-                    "%s %s %.1fms",
-                    method,
-                    code.name,
-                    elapsed * 1000,
-                    extra={"user_id": who.user_id if who else None},
-                )
+                # Every RPC is counted in the metrics; the log keeps the ones worth
+                # reading (failures and slow calls), unless LOG_LEVEL=DEBUG.
+                level = logging.DEBUG
+                if code is not grpc.StatusCode.OK or elapsed > SLOW_RPC_SECONDS:
+                    level = logging.INFO
+                if log.isEnabledFor(level):
+                    log.log(
+                        level,
+                        "%s %s %.1fms",
+                        method,
+                        code.name,
+                        elapsed * 1000,
+                        extra={"user_id": who.user_id if who else None},
+                    )
                 request_id_var.reset(id_token)
 
         return behavior

@@ -38,8 +38,10 @@ CONTENT_TYPE = "application/x-protobuf"
 NOTIFY_CHANNEL = "outbox"
 BATCH_SIZE = 200
 MAX_RETRY_DELAY_SECONDS = 60
-SENT_RETENTION = "1 day"
-PURGE_INTERVAL_SECONDS = 600
+SENT_RETENTION = "1 hour"  # sent rows kept for inspection, then purged
+PURGE_INTERVAL_SECONDS = 60.0
+BACKLOG_GAUGE_SECONDS = 5.0
+LINGER_SECONDS = 0.02
 
 
 def outbox_table(metadata: sa.MetaData) -> sa.Table:
@@ -153,20 +155,23 @@ class OutboxRelay:
     def _relay(
         self, conn: psycopg.Connection, channel: pika.adapters.blocking_connection.BlockingChannel
     ) -> None:
-        purged_at = 0.0
+        counted_at = purged_at = 0.0
         while not self._stop.is_set():
             published = self._publish_batch(conn, channel)
+            if time.monotonic() - counted_at > BACKLOG_GAUGE_SECONDS:
+                backlog = conn.execute("SELECT count(*) FROM outbox WHERE sent_time IS NULL")
+                metrics.OUTBOX_BACKLOG.set(backlog.fetchone()[0])
+                counted_at = time.monotonic()
             if time.monotonic() - purged_at > PURGE_INTERVAL_SECONDS:
                 conn.execute(
                     f"DELETE FROM outbox WHERE sent_time < now() - interval '{SENT_RETENTION}'"
                 )
                 purged_at = time.monotonic()
             if published < BATCH_SIZE:
-                backlog = conn.execute("SELECT count(*) FROM outbox WHERE sent_time IS NULL")
-                metrics.OUTBOX_BACKLOG.set(backlog.fetchone()[0])
-                # Sleep until a commit notifies us, polling now and then for retries.
+                # Sleep until a commit notifies us (polling now and then for retries),
+                # then linger a moment so a busy sale publishes in batches.
                 for _ in conn.notifies(timeout=1.0, stop_after=1):
-                    pass
+                    self._stop.wait(LINGER_SECONDS)
                 channel.connection.process_data_events(0)  # heartbeats
 
     def _publish_batch(

@@ -84,6 +84,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, mail_sink: MailSink) -> Itera
         "EDGE_ADMIN_PORT": str(free_port()),
         "SMTP_PORT": str(mail_sink.port),
         "SHUTDOWN_GRACE_SECONDS": "2",
+        "LOG_LEVEL": "DEBUG",  # every RPC in the logs, as a test may look for one
         "JWKS_CACHE_SECONDS": "2",  # so the key rotation test need not wait long
         "AUTH_RATE_LIMIT_PER_MINUTE": "100000",  # the tests register many users
     }

@@ -79,7 +79,9 @@ def decode_ticket(email: EmailMessage) -> tuple[str, PdfReader]:
     assert attachment.get_content_type() == "application/pdf"
     pdf = PdfReader(io.BytesIO(attachment.get_content()))
     [image] = pdf.pages[0].images
-    [code] = zxingcpp.read_barcodes(Image.open(io.BytesIO(image.data)))
+    qr = Image.open(io.BytesIO(image.data))
+    # One pixel per module in the file; a viewer (or a scanner's camera) sees it large.
+    [code] = zxingcpp.read_barcodes(qr.resize((qr.width * 4, qr.height * 4), Image.NEAREST))
     assert code.format == zxingcpp.BarcodeFormat.QRCode
     return code.text, pdf
 

@@ -1,0 +1,544 @@
+"""`make bench`: measures the running mesh (`make up` first) the way users load it.
+
+Sections, each with its baseline measured in the same run:
+  rpc     empty health RPC vs LockSeat+ReleaseSeat vs GetEvent, one server, same concurrency
+  edge    GetEvent over direct gRPC vs HTTP/JSON through Envoy
+  sale    a flash sale through Envoy: N buyers book 1-4 random seats until sold out
+  scale   GetEvent and first-page ListSeats for a 1,000- vs a 100,000-seat event
+  memory  peak RSS of every service process after the sale
+  email   booking confirmed -> email in the SMTP sink, over 100 bookings
+
+Prints a table, writes bench/results/<time>.json and bench/latest.md (which
+the README quotes).
+
+    python -m bench.run [--buyers 64] [--seats 5000] [--seconds 5] [--only sale,rpc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.http import HttpConnection
+from runtime.config import REPO_ROOT, grpc_addr
+from runtime.db import libpq_url
+from ticketing.auth.v1 import auth_pb2, auth_pb2_grpc
+from ticketing.event.v1 import event_pb2, event_pb2_grpc
+
+EDGE = f"http://127.0.0.1:{os.environ.get('EDGE_PORT', '8080')}"
+STATE = Path(os.environ.get("MESH_STATE", REPO_ROOT / "var"))
+ADMIN = (
+    os.environ.get("ADMIN_EMAIL", "admin@example.com"),
+    os.environ.get("ADMIN_PASSWORD", "admin-change-me"),
+)
+CARD = {"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2035, "cvc": "123"}
+PG = os.environ.get("PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+
+
+def percentile(samples: list[float], q: float) -> float:
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summary(latencies: list[float], seconds: float) -> dict[str, float]:
+    return {
+        "ops": len(latencies),
+        "per_second": round(len(latencies) / seconds, 1),
+        "p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
+        "p95_ms": round(percentile(latencies, 0.95) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+    }
+
+
+async def hammer(
+    concurrency: int, seconds: float, operation: Callable[[int], Awaitable[None]]
+) -> dict[str, float]:
+    """Runs `operation(worker)` back to back in `concurrency` workers for `seconds`."""
+    latencies: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker(n: int) -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            await operation(n)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(n) for n in range(concurrency)))
+    return summary(latencies, time.perf_counter() - started)
+
+
+async def login(http: HttpConnection, email: str, password: str) -> str:
+    status, body = await http.request(
+        "POST", "/v1/auth/login", {"email": email, "password": password}
+    )
+    assert status == 200, body
+    return body["access_token"]
+
+
+async def create_event(
+    http: HttpConnection, admin: str, title: str, tiers: list[tuple[str, int, int, int]]
+) -> dict[str, Any]:
+    starts = (datetime.now(UTC) + timedelta(days=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status, body = await http.request(
+        "POST",
+        "/v1/events",
+        {
+            "title": title,
+            "venue": "Bench Arena",
+            "starts_at": starts,
+            "tiers": [
+                {
+                    "tier": t,
+                    "price": {"currency_code": "USD", "amount_minor": str(p)},
+                    "rows": r,
+                    "seats_per_row": s,
+                }
+                for t, p, r, s in tiers
+            ],
+        },
+        admin,
+    )
+    assert status == 200, body
+    return body
+
+
+# -- sections -----------------------------------------------------------------------------
+
+
+async def rpc_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
+    http = HttpConnection(EDGE)
+    event = await create_event(http, admin, "rpc bench", [("TIER_STANDARD", 1000, 100, 100)])
+    async with grpc.aio.insecure_channel(grpc_addr("event").split(",")[0]) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        events = event_pb2_grpc.EventServiceStub(channel)
+        check = health_pb2.HealthCheckRequest()
+        get = event_pb2.GetEventRequest(event_id=event["event_id"])
+
+        async def empty(_: int) -> None:
+            await health.Check(check)
+
+        async def hold_and_release(worker: int) -> None:
+            seat = f"standard-{worker % 100 + 1}-{worker // 100 + 1}"
+            owner = uuid.uuid4().hex
+            await events.LockSeat(
+                event_pb2.LockSeatRequest(
+                    event_id=event["event_id"], seat_ids=[seat], owner=owner, ttl_seconds=30
+                )
+            )
+            await events.ReleaseSeat(
+                event_pb2.ReleaseSeatRequest(
+                    event_id=event["event_id"], seat_ids=[seat], owner_token=owner
+                )
+            )
+
+        async def get_event(_: int) -> None:
+            await events.GetEvent(get)
+
+        await hammer(args.concurrency, 1, empty)  # warm up
+        results = {
+            "empty_rpc": await hammer(args.concurrency, args.seconds, empty),
+            "lock_release_pair": await hammer(args.concurrency, args.seconds, hold_and_release),
+            "get_event": await hammer(args.concurrency, args.seconds, get_event),
+        }
+    await http.close()
+    results["pair_vs_empty"] = round(
+        results["lock_release_pair"]["per_second"] / results["empty_rpc"]["per_second"], 2
+    )
+    return results
+
+
+async def edge_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
+    http = HttpConnection(EDGE)
+    event = await create_event(http, admin, "edge bench", [("TIER_VIP", 5000, 10, 10)])
+    await http.close()
+    async with grpc.aio.insecure_channel(grpc_addr("event").split(",")[0]) as channel:
+        events = event_pb2_grpc.EventServiceStub(channel)
+        get = event_pb2.GetEventRequest(event_id=event["event_id"])
+
+        async def direct(_: int) -> None:
+            await events.GetEvent(get)
+
+        direct_result = await hammer(args.concurrency, args.seconds, direct)
+    connections = [HttpConnection(EDGE) for _ in range(args.concurrency)]
+
+    async def via_envoy(worker: int) -> None:
+        status, _ = await connections[worker].request("GET", f"/v1/events/{event['event_id']}")
+        assert status == 200
+
+    envoy_result = await hammer(args.concurrency, args.seconds, via_envoy)
+    for connection in connections:
+        await connection.close()
+    return {
+        "grpc_direct": direct_result,
+        "http_via_envoy": envoy_result,
+        "envoy_vs_direct": round(envoy_result["per_second"] / direct_result["per_second"], 2),
+    }
+
+
+async def register_buyers(count: int) -> list[str]:
+    """Accounts made beforehand, straight at the auth service: Envoy rate-limits
+    sign-ups and logins, as it should during a sale."""
+    tokens = []
+    async with grpc.aio.insecure_channel(grpc_addr("auth").split(",")[0]) as channel:
+        auth = auth_pb2_grpc.AuthServiceStub(channel)
+        for n in range(count):
+            email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
+            await auth.Register(
+                auth_pb2.RegisterRequest(
+                    email=email, password="bench-password", display_name=f"Buyer {n}"
+                )
+            )
+            pair = await auth.Login(auth_pb2.LoginRequest(email=email, password="bench-password"))
+            tokens.append(pair.access_token)
+    return tokens
+
+
+async def sale_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
+    tokens = await register_buyers(args.buyers)
+    http = HttpConnection(EDGE)
+    rows = args.seats // 50
+    event = await create_event(
+        http,
+        admin,
+        "Flash sale",
+        [("TIER_STANDARD", 5000, rows * 4 // 5, 50), ("TIER_VIP", 15000, rows // 5, 50)],
+    )
+    await http.close()
+    event_id = event["event_id"]
+    capacity = sum(t["capacity"] for t in event["tiers"])
+    # What the buyers believe is free: a seat map they refresh from their 409s.
+    free = [
+        f"{t['tier'].removeprefix('TIER_').lower()}-{r}-{n}"
+        for t in event["tiers"]
+        for r in range(1, t["rows"] + 1)
+        for n in range(1, t["seats_per_row"] + 1)
+    ]
+    believed = set(free)
+    outcomes: dict[int, int] = {}
+    latencies: list[float] = []
+    confirmed: list[str] = []
+
+    async def buyer(n: int) -> None:
+        http = HttpConnection(EDGE)
+        rng = random.Random(n)
+        while believed:
+            wanted = rng.sample(sorted(believed), min(len(believed), rng.randint(1, 4)))
+            started = time.perf_counter()
+            status, body = await http.request(
+                "POST",
+                "/v1/bookings",
+                {
+                    "event_id": event_id,
+                    "seat_ids": wanted,
+                    "payment_method": CARD,
+                    "request_id": str(uuid.uuid4()),
+                },
+                tokens[n],
+            )
+            latencies.append(time.perf_counter() - started)
+            outcomes[status] = outcomes.get(status, 0) + 1
+            if status == 200:
+                confirmed.append(body["booking_id"])
+                believed.difference_update(wanted)
+            elif status == 409:
+                taken = body["details"][0]["metadata"].get("seat_ids", "")
+                believed.difference_update(taken.split(",") if taken else wanted)
+        await http.close()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(buyer(n) for n in range(args.buyers)))
+    elapsed = time.perf_counter() - started
+    audit = audit_sale(event_id)
+    http = HttpConnection(EDGE)
+    _, final = await http.request("GET", f"/v1/events/{event_id}")
+    await http.close()
+    emails = await wait_for_emails(set(confirmed), patience=120)
+    attempts = sum(outcomes.values())
+    return {
+        "buyers": args.buyers,
+        "capacity": capacity,
+        "seconds": round(elapsed, 2),
+        "confirmed_bookings": len(confirmed),
+        "confirmed_per_second": round(len(confirmed) / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 0.50) * 1000, 1),
+        "p95_ms": round(percentile(latencies, 0.95) * 1000, 1),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        "attempts": attempts,
+        "status_counts": {str(k): v for k, v in sorted(outcomes.items())},
+        "conflict_share": round(outcomes.get(409, 0) / attempts, 3),
+        "seats_sold": sum(t["sold"] for t in final["tiers"]),
+        "seats_sold_twice": audit["sold_twice"],
+        "seats_sold_without_booking": audit["orphans"],
+        "seats_left_held": sum(t["held"] for t in final["tiers"]),
+        "emails_sent": emails,
+        "emails_expected": len(confirmed),
+    }
+
+
+def audit_sale(event_id: str) -> dict[str, int]:
+    with psycopg.connect(libpq_url(f"{PG}/event")) as conn:
+        [(sold_twice,)] = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM seat_sales WHERE event_id = %s AND "
+            "returned_time IS NULL GROUP BY tier, row, number HAVING count(*) > 1) x",
+            (event_id,),
+        ).fetchall()
+        sold = {
+            str(b)
+            for (b,) in conn.execute(
+                "SELECT DISTINCT booking_id FROM seats WHERE event_id = %s AND status = 'SOLD'",
+                (event_id,),
+            )
+        }
+    with psycopg.connect(libpq_url(f"{PG}/booking")) as conn:
+        confirmed = {
+            str(b)
+            for (b,) in conn.execute(
+                "SELECT booking_id FROM bookings WHERE event_id = %s AND state = 2", (event_id,)
+            )
+        }
+    return {"sold_twice": sold_twice, "orphans": len(sold - confirmed)}
+
+
+def delivered_booking_ids() -> dict[str, float]:
+    """Booking ids mentioned in the sink's emails, with when each email landed."""
+    found = {}
+    for path in (STATE / "mail").glob("*.eml"):
+        message = message_from_bytes(path.read_bytes())
+        for part in message.walk():
+            if part.get_content_type() == "text/plain":
+                text = part.get_payload(decode=True).decode(errors="replace")
+                for word in text.split():
+                    if len(word) == 36 and word.count("-") == 4:
+                        found[word] = path.stat().st_mtime
+                break
+    return found
+
+
+async def wait_for_emails(booking_ids: set[str], patience: float) -> int:
+    deadline = time.monotonic() + patience
+    while time.monotonic() < deadline:
+        arrived = booking_ids & set(delivered_booking_ids())
+        if len(arrived) == len(booking_ids):
+            break
+        await asyncio.sleep(1)
+    return len(booking_ids & set(delivered_booking_ids()))
+
+
+async def scale_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
+    http = HttpConnection(EDGE)
+    small = await create_event(http, admin, "1k seats", [("TIER_STANDARD", 1000, 20, 50)])
+    started = time.perf_counter()
+    big = await create_event(
+        http,
+        admin,
+        "100k seats",
+        [
+            ("TIER_STANDARD", 1000, 160, 500),
+            ("TIER_VIP", 5000, 30, 500),
+            ("TIER_VVIP", 9000, 10, 500),
+        ],
+    )
+    created_in = time.perf_counter() - started
+    await http.close()
+    results: dict[str, Any] = {"create_100k_seconds": round(created_in, 2)}
+    async with grpc.aio.insecure_channel(grpc_addr("event").split(",")[0]) as channel:
+        events = event_pb2_grpc.EventServiceStub(channel)
+        for name, event in (("1k", small), ("100k", big)):
+            get = event_pb2.GetEventRequest(event_id=event["event_id"])
+            seats = event_pb2.ListSeatsRequest(event_id=event["event_id"], page_size=100)
+
+            async def get_event(_: int, request: Any = get) -> None:
+                await events.GetEvent(request)
+
+            async def list_seats(_: int, request: Any = seats) -> None:
+                await events.ListSeats(request)
+
+            results[f"get_event_{name}"] = await hammer(1, args.seconds / 2, get_event)
+            results[f"list_seats_{name}"] = await hammer(1, args.seconds / 2, list_seats)
+    results["get_event_100k_vs_1k"] = round(
+        results["get_event_100k"]["p50_ms"] / results["get_event_1k"]["p50_ms"], 2
+    )
+    return results
+
+
+def memory_section() -> dict[str, Any]:
+    """Peak resident memory (VmHWM) of every process `make up` started."""
+    peaks = {}
+    for pid_file in sorted((STATE / "run").glob("*.pid")):
+        if pid_file.stem in ("envoy", "smtp"):
+            continue
+        try:
+            status = Path(f"/proc/{pid_file.read_text().strip()}/status").read_text()
+        except OSError:
+            continue
+        kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+        peaks[pid_file.stem] = round(kb / 1024, 1)
+    return {"peak_rss_mb": peaks, "max_mb": max(peaks.values(), default=0)}
+
+
+async def email_section(admin: str, count: int = 100) -> dict[str, Any]:
+    http = HttpConnection(EDGE)
+    event = await create_event(http, admin, "email bench", [("TIER_STANDARD", 2000, 10, 10)])
+    [token] = await register_buyers(1)
+    confirmed_at: dict[str, float] = {}
+    for n in range(count):
+        status, body = await http.request(
+            "POST",
+            "/v1/bookings",
+            {
+                "event_id": event["event_id"],
+                "seat_ids": [f"standard-{n // 10 + 1}-{n % 10 + 1}"],
+                "payment_method": CARD,
+                "request_id": str(uuid.uuid4()),
+            },
+            token,
+        )
+        assert status == 200, body
+        confirmed_at[body["booking_id"]] = time.time()
+    await http.close()
+    await wait_for_emails(set(confirmed_at), patience=120)
+    landed = delivered_booking_ids()
+    delays = [landed[b] - t for b, t in confirmed_at.items() if b in landed]
+    return {
+        "bookings": count,
+        "emails": len(delays),
+        "median_ms": round(statistics.median(delays) * 1000, 1) if delays else None,
+        "p95_ms": round(percentile(delays, 0.95) * 1000, 1) if delays else None,
+    }
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = [
+        f"Measured {results['time']} on {results['cores']} cores, everything on one machine "
+        f"(`make up`, then `make bench`).",
+        "",
+        "| section | measure | value |",
+        "|---|---|---|",
+    ]
+
+    def row(section: str, measure: str, value: Any) -> None:
+        lines.append(f"| {section} | {measure} | {value} |")
+
+    def ops(result: dict[str, Any]) -> str:
+        return f"{result['per_second']}/s, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms"
+
+    if "rpc" in results:
+        rpc = results["rpc"]
+        row("rpc", "empty health RPC (baseline)", ops(rpc["empty_rpc"]))
+        row("rpc", "LockSeat+ReleaseSeat pair", ops(rpc["lock_release_pair"]))
+        row("rpc", "GetEvent", ops(rpc["get_event"]))
+        row("rpc", "pair / empty (target ≥ 0.6)", rpc["pair_vs_empty"])
+    if "edge" in results:
+        edge = results["edge"]
+        row("edge", "GetEvent, gRPC direct (baseline)", ops(edge["grpc_direct"]))
+        row("edge", "GetEvent, HTTP/JSON via Envoy", ops(edge["http_via_envoy"]))
+        row("edge", "Envoy / direct (target ≥ 0.75)", edge["envoy_vs_direct"])
+    if "sale" in results:
+        sale = results["sale"]
+        row(
+            "sale",
+            f"{sale['buyers']} buyers, {sale['capacity']} seats",
+            f"sold out in {sale['seconds']} s",
+        )
+        row("sale", "confirmed bookings/s (target ≥ 300)", sale["confirmed_per_second"])
+        row(
+            "sale",
+            "booking latency p50 / p95 / p99 (p99 target < 300 ms)",
+            f"{sale['p50_ms']} / {sale['p95_ms']} / {sale['p99_ms']} ms",
+        )
+        row("sale", "409 share", sale["conflict_share"])
+        row(
+            "sale",
+            "seats sold / sold twice / left held",
+            f"{sale['seats_sold']} / {sale['seats_sold_twice']} / {sale['seats_left_held']}",
+        )
+        row(
+            "sale",
+            "emails sent / bookings confirmed",
+            f"{sale['emails_sent']} / {sale['emails_expected']}",
+        )
+    if "scale" in results:
+        scale = results["scale"]
+        row("scale", "create a 100,000-seat event", f"{scale['create_100k_seconds']} s")
+        for name in ("1k", "100k"):
+            row(
+                "scale",
+                f"GetEvent / ListSeats page, {name} seats",
+                f"p50 {scale[f'get_event_{name}']['p50_ms']} / "
+                f"{scale[f'list_seats_{name}']['p50_ms']} ms",
+            )
+        row("scale", "GetEvent 100k / 1k (target ≤ 1.5)", scale["get_event_100k_vs_1k"])
+    if "memory" in results:
+        peaks = results["memory"]["peak_rss_mb"]
+        row(
+            "memory", "peak RSS, MB (target ≤ 150)", ", ".join(f"{k} {v}" for k, v in peaks.items())
+        )
+    if "email" in results:
+        email = results["email"]
+        row(
+            "email",
+            f"confirmation -> sink, {email['bookings']} bookings",
+            f"median {email['median_ms']} ms, p95 {email['p95_ms']} ms",
+        )
+    return "\n".join(lines)
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    http = HttpConnection(EDGE)
+    admin = await login(http, *ADMIN)
+    await http.close()
+    sections = args.only.split(",")
+    results: dict[str, Any] = {
+        "time": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "args": vars(args),
+    }
+    runners: dict[str, Callable[[], Awaitable[Any]]] = {
+        "rpc": lambda: rpc_section(args, admin),
+        "edge": lambda: edge_section(args, admin),
+        "sale": lambda: sale_section(args, admin),
+        "scale": lambda: scale_section(args, admin),
+        "email": lambda: email_section(admin),
+    }
+    for name in ("rpc", "edge", "sale", "scale", "memory", "email"):
+        if name in sections:
+            print(f"running {name} ...", flush=True)
+            results[name] = memory_section() if name == "memory" else await runners[name]()
+    return results
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--buyers", type=int, default=64)
+    parser.add_argument("--seats", type=int, default=5000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--only", default="rpc,edge,sale,scale,memory,email")
+    arguments = parser.parse_args()
+    outcome = asyncio.run(main(arguments))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    (REPO_ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    (REPO_ROOT / "bench" / "results" / f"{stamp}.json").write_text(json.dumps(outcome, indent=2))
+    report = table(outcome)
+    print(report)
+    (REPO_ROOT / "bench" / "latest.md").write_text(
+        "## Benchmarks\n\n" + report + "\n\nRaw numbers: `bench/results/*.json`.\n"
+    )
