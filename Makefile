@@ -51,7 +51,7 @@ test: setup tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 	# The booking races again, with event and booking running as two processes each.
 	TEST_REPLICAS=2 TEST_NAMESPACE=ticketing_test_replicas TEST_REDIS_DB=14 \
-		$(PY) -m pytest tests/e2e/test_booking_http.py -k "race or same_request" $(PYTEST_ARGS)
+		$(PY) -m pytest tests/e2e/test_booking_http.py -k "race or same_request or contention" $(PYTEST_ARGS)
 
 # docker-compose (Debian's package) checks docker-compose.yml in the tests.
 tools:

@@ -92,7 +92,8 @@ class Settings:
             keys_dir=Path(env_str("AUTH_KEYS_DIR", str(REPO_ROOT / "var" / "keys"))),
             log_level=env_str("LOG_LEVEL", "INFO"),
             shutdown_grace_seconds=env_float("SHUTDOWN_GRACE_SECONDS", 10.0),
-            db_pool_size=env_int("DB_POOL_SIZE", 10),
+            # Async handlers need few connections; PostgreSQL allows 100 in all.
+            db_pool_size=env_int("DB_POOL_SIZE", 5),
             metrics_port=env_int(f"{prefix}_METRICS_PORT", DEFAULT_PORTS[service] + 6100),
             event_loop=env_str("EVENT_LOOP", "uvloop"),
             nice=env_int(f"{prefix}_NICE", DEFAULT_NICE.get(service, 0)),

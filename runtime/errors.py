@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "ticketing.example.com"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -158,5 +158,3 @@ def error_details(error: grpc.RpcError) -> ErrorDetails:
         _CODES.get(status.code, code), status.message, reason, metadata, tuple(violations)
     )
 
-
-INTERNAL_STATUS = status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")

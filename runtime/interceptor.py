@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
+import sqlalchemy.exc
 from google.protobuf.descriptor import ServiceDescriptor
 
 from runtime import metrics
 from runtime.errors import (
-    INTERNAL_STATUS,
     STATUS_DETAILS_KEY,
     ServiceError,
     permission_denied,
@@ -34,6 +34,10 @@ log = logging.getLogger("rpc")
 
 REQUEST_ID_HEADER = "x-request-id"
 SLOW_RPC_SECONDS = 0.25
+DATABASE_UNAVAILABLE = ServiceError(
+    grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE", "the database is unavailable; retry"
+)
+INTERNAL_ERROR = ServiceError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error")
 _ROLES_FOR_ACCESS = {
     access_pb2.ACCESS_SIGNED_IN: None,
     access_pb2.ACCESS_ORGANIZER: (Role.ORGANIZER, Role.ADMIN),
@@ -84,19 +88,19 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             id_token = request_id_var.set(request_id)
             code = grpc.StatusCode.OK
             who: Caller | None = None
+            failure: ServiceError | None = None
             try:
                 who = await self._authenticate(access, metadata)
                 current_caller.set(who)
                 return await inner(request, context)
             except ServiceError as err:
-                code = err.code
                 if err.code is not grpc.StatusCode.INVALID_ARGUMENT:
                     log.info("refused: %s", err)
-                await context.abort(
-                    err.code,
-                    err.message,
-                    trailing_metadata=((STATUS_DETAILS_KEY, err.to_status().SerializeToString()),),
-                )
+                failure = err
+            except sqlalchemy.exc.OperationalError as exc:
+                # The database is down or out of connections: say so, retryably.
+                log.warning("database unavailable in %s: %s", method, exc.orig)
+                failure = DATABASE_UNAVAILABLE
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
@@ -104,14 +108,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
             except Exception:
-                code = grpc.StatusCode.INTERNAL
                 log.exception("unhandled error in %s", method)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL,
-                    INTERNAL_STATUS.message,
-                    trailing_metadata=((STATUS_DETAILS_KEY, INTERNAL_STATUS.SerializeToString()),),
-                )
+                failure = INTERNAL_ERROR  # no details: they are for the logs, not the caller
             finally:
+                code = failure.code if failure else code
                 elapsed = time.perf_counter() - started
                 metrics.observe_rpc(method, code.name, elapsed)
                 # Every RPC is counted in the metrics; the log keeps the ones worth
@@ -129,6 +129,11 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                         extra={"user_id": who.user_id if who else None},
                     )
                 request_id_var.reset(id_token)
+            await context.abort(
+                failure.code,
+                failure.message,
+                trailing_metadata=((STATUS_DETAILS_KEY, failure.to_status().SerializeToString()),),
+            )
 
         return behavior
 
@@ -145,6 +150,12 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if allowed is not None and who.role not in allowed:
             raise permission_denied(f"requires role {' or '.join(r.value for r in allowed)}")
         return who
+
+
+def database_unavailable() -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE", "the database is unavailable; retry"
+    )
 
 
 def _header(metadata: tuple[tuple[str, str | bytes], ...] | None, name: str) -> str | None:

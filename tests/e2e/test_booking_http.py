@@ -267,3 +267,32 @@ def test_bad_bookings_are_refused_without_a_trace(edge: Edge, event: dict, mesh:
     assert listed == []
     assert counts(edge, event)["TIER_VIP"] == (10, 0, 0)
     assert audit_event(mesh, event_id).bookings == {}
+
+
+def test_contention_five_hundred_buyers_for_a_hundred_seats(
+    edge: Edge, organizer: str, mesh: Mesh, keys_dir: Path
+) -> None:
+    reply = edge.post(
+        "/v1/events", event_body(tiers=[("TIER_STANDARD", 2500, 10, 10)]), token=organizer
+    )
+    event_id = reply.body["event_id"]
+    seats = [f"standard-{row}-{n}" for row in range(1, 11) for n in range(1, 11)]
+    buyers = [mint_token(keys_dir, email=f"crowd{i}@example.com") for i in range(500)]
+
+    def attempt(i: int) -> tuple[int, str]:
+        # Five buyers want each seat; some also want its neighbour.
+        wanted = [seats[i % 100]] + ([seats[(i + 1) % 100]] if i % 7 == 0 else [])
+        outcome = book(edge, buyers[i], event_id, wanted)
+        return outcome.status, outcome.reason
+
+    with ThreadPoolExecutor(48) as pool:
+        outcomes = list(pool.map(attempt, range(500)))
+    assert set(outcomes) <= {(200, ""), (409, "SEAT_UNAVAILABLE")}, set(outcomes)
+    audit = audit_event(mesh, event_id)
+    assert audit.problems == []
+    assert sorted(audit.sold) == sorted(seats)  # sold out, each seat once
+    assert len(audit.sold) == len(set(audit.sold))
+    confirmed = audit.by_state("CONFIRMED")
+    assert outcomes.count((200, "")) == len(confirmed) == len(audit.payments)
+    assert set(audit.bookings.values()) == {"CONFIRMED"}  # losers left no trace
+    assert audit.held == 0
