@@ -155,11 +155,7 @@ class AuthUseCases:
         after = pagination.decode_keyset(page_token)
         async with self._engine.connect() as conn:
             found = await Accounts(conn).page(limit + 1, after)
-        page = found[:limit]
-        next_token = ""
-        if len(found) > limit:
-            next_token = pagination.keyset_token(page[-1].create_time, page[-1].user_id)
-        return page, next_token
+        return pagination.keyset_page(found, limit, lambda u: (u.create_time, u.user_id))
 
     async def set_role(self, user_id: str, role: Role) -> User:
         async with self._engine.begin() as conn:

@@ -359,11 +359,7 @@ class BookingUseCases:
         user = None if who.is_admin else uuid.UUID(who.user_id)
         async with self._engine.connect() as conn:
             found = await Ledger(conn).page(user, state, limit + 1, before)
-        page = found[:limit]
-        token = ""
-        if len(found) > limit:
-            token = pagination.keyset_token(page[-1].create_time, page[-1].booking_id)
-        return page, token
+        return pagination.keyset_page(found, limit, lambda b: (b.create_time, b.booking_id))
 
     # -- cancelling -----------------------------------------------------------
 

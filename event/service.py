@@ -131,10 +131,7 @@ class EventUseCases:
             found = await Catalog(conn).events_page(
                 limit + 1, after, None if include_started else datetime.now(UTC)
             )
-        page = found[:limit]
-        next_token = ""
-        if len(found) > limit:
-            next_token = pagination.keyset_token(page[-1].starts_at, page[-1].event_id)
+        page, next_token = pagination.keyset_page(found, limit, lambda e: (e.starts_at, e.event_id))
         return await self._with_availability(page), next_token
 
     async def list_seats(

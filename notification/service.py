@@ -120,8 +120,4 @@ class NotificationUseCases:
         before = pagination.decode_keyset(page_token)
         async with self._engine.connect() as conn:
             found = await Outbox(conn).page(uuid.UUID(who.user_id), limit + 1, before)
-        page = found[:limit]
-        token = ""
-        if len(found) > limit:
-            token = pagination.keyset_token(page[-1].create_time, page[-1].notification_id)
-        return page, token
+        return pagination.keyset_page(found, limit, lambda n: (n.create_time, n.notification_id))

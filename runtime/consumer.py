@@ -13,9 +13,7 @@ redelivery is acted on once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -28,8 +26,8 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from runtime import metrics
+from runtime.broker import EXCHANGE, BackgroundWorker, channel
 from runtime.logs import request_id_var
-from runtime.outbox import EXCHANGE
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +102,7 @@ def declare_subscription(channel: BlockingChannel, queue: str, routing_keys: Seq
         channel.queue_bind(queue, EXCHANGE, routing_key=key)
 
 
-class Consumer:
+class Consumer(BackgroundWorker):
     """Consumes one queue from a background thread, handling each message on the
     service's event loop, for as long as it is entered."""
 
@@ -116,51 +114,24 @@ class Consumer:
         handler: Handler,
         prefetch: int = 16,
     ) -> None:
+        super().__init__(f"consumer-{queue}")
         self._amqp_url = amqp_url
         self._queue = queue
         self._routing_keys = routing_keys
         self._handler = handler
         self._prefetch = prefetch
-        self._stop = threading.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._run, name=f"consumer-{queue}", daemon=True)
 
-    async def __aenter__(self) -> Consumer:
-        self._loop = asyncio.get_running_loop()
-        self._thread.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        await asyncio.to_thread(self._thread.join, 10)
-
-    def _run(self) -> None:
-        delay = 0.5
-        while not self._stop.is_set():
-            try:
-                params = pika.URLParameters(self._amqp_url)
-                params.heartbeat = 30
-                connection = pika.BlockingConnection(params)
-                try:
-                    channel = connection.channel()
-                    declare_subscription(channel, self._queue, self._routing_keys)
-                    channel.basic_qos(prefetch_count=self._prefetch)
-                    delay = 0.5
-                    log.info("consuming %s", self._queue)
-                    for method, properties, body in channel.consume(
-                        self._queue, inactivity_timeout=0.5
-                    ):
-                        if self._stop.is_set():
-                            break
-                        if method is not None:
-                            self._deliver(channel, method, properties, body)
-                finally:
-                    with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-                        connection.close()
-            except (pika.exceptions.AMQPError, OSError) as exc:
-                log.warning("consumer %s paused, retrying in %.1fs: %r", self._queue, delay, exc)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 10.0)
+    def work(self) -> None:
+        with channel(self._amqp_url) as incoming:
+            declare_subscription(incoming, self._queue, self._routing_keys)
+            incoming.basic_qos(prefetch_count=self._prefetch)
+            self.connected()
+            log.info("consuming %s", self._queue)
+            for method, properties, body in incoming.consume(self._queue, inactivity_timeout=0.5):
+                if self._stop.is_set():
+                    break
+                if method is not None:
+                    self._deliver(incoming, method, properties, body)
 
     def _deliver(
         self,

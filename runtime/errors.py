@@ -157,4 +157,3 @@ def error_details(error: grpc.RpcError) -> ErrorDetails:
     return ErrorDetails(
         _CODES.get(status.code, code), status.message, reason, metadata, tuple(violations)
     )
-

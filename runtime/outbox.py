@@ -11,29 +11,26 @@ relays may run. Delivery is at-least-once: subscribers dedupe on message_id.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import threading
 import time
 import uuid
-from collections.abc import Iterator
 
 import pika
 import pika.exceptions
 import psycopg
 import sqlalchemy as sa
 from google.protobuf.message import Message
+from pika.adapters.blocking_connection import BlockingChannel
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from runtime import metrics
+from runtime.broker import EXCHANGE, BackgroundWorker, channel
 from runtime.db import libpq_url
 from runtime.logs import request_id_var
 
 log = logging.getLogger(__name__)
 
-EXCHANGE = "ticketing.events"
 CONTENT_TYPE = "application/x-protobuf"
 NOTIFY_CHANNEL = "outbox"
 BATCH_SIZE = 200
@@ -100,61 +97,22 @@ async def enqueue(
     return message_id
 
 
-class OutboxRelay:
+class OutboxRelay(BackgroundWorker):
     """Publishes outbox rows from a background thread for as long as it is entered."""
 
-    def __init__(self, database_url: str, amqp_url: str, exchange: str = EXCHANGE) -> None:
+    def __init__(self, database_url: str, amqp_url: str) -> None:
+        super().__init__("outbox-relay")
         self._dsn = libpq_url(database_url)
         self._amqp_url = amqp_url
-        self._exchange = exchange
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
 
-    async def __aenter__(self) -> OutboxRelay:
-        self._thread.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        await asyncio.to_thread(self._thread.join, 10)
-
-    def _run(self) -> None:
-        delay = 0.5
-        while not self._stop.is_set():
-            try:
-                with self._connections() as (conn, channel):
-                    delay = 0.5
-                    self._relay(conn, channel)
-            except (pika.exceptions.AMQPError, psycopg.Error, OSError) as exc:
-                log.warning("outbox relay paused, retrying in %.1fs: %r", delay, exc)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 10.0)
-            except Exception:
-                log.exception("outbox relay crashed; restarting")
-                self._stop.wait(delay)
-
-    @contextlib.contextmanager
-    def _connections(
-        self,
-    ) -> Iterator[tuple[psycopg.Connection, pika.adapters.blocking_connection.BlockingChannel]]:
-        with psycopg.connect(self._dsn, autocommit=True) as conn:
+    def work(self) -> None:
+        with psycopg.connect(self._dsn, autocommit=True) as conn, channel(self._amqp_url) as out:
             conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-            params = pika.URLParameters(self._amqp_url)
-            params.socket_timeout = 5
-            params.blocked_connection_timeout = 30
-            broker = pika.BlockingConnection(params)
-            try:
-                channel = broker.channel()
-                channel.exchange_declare(self._exchange, "topic", durable=True)
-                channel.confirm_delivery()
-                yield conn, channel
-            finally:
-                with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-                    broker.close()
+            out.confirm_delivery()
+            self.connected()
+            self._relay(conn, out)
 
-    def _relay(
-        self, conn: psycopg.Connection, channel: pika.adapters.blocking_connection.BlockingChannel
-    ) -> None:
+    def _relay(self, conn: psycopg.Connection, channel: BlockingChannel) -> None:
         counted_at = purged_at = 0.0
         while not self._stop.is_set():
             published = self._publish_batch(conn, channel)
@@ -174,9 +132,7 @@ class OutboxRelay:
                     self._stop.wait(LINGER_SECONDS)
                 channel.connection.process_data_events(0)  # heartbeats
 
-    def _publish_batch(
-        self, conn: psycopg.Connection, channel: pika.adapters.blocking_connection.BlockingChannel
-    ) -> int:
+    def _publish_batch(self, conn: psycopg.Connection, channel: BlockingChannel) -> int:
         with conn.transaction():
             rows = conn.execute(
                 """SELECT message_id, routing_key, message_type, payload, correlation_id,
@@ -198,7 +154,7 @@ class OutboxRelay:
                 )
                 try:
                     channel.basic_publish(
-                        self._exchange, routing_key, bytes(payload), properties, mandatory=True
+                        EXCHANGE, routing_key, bytes(payload), properties, mandatory=True
                     )
                     sent.append(message_id)
                 except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:

@@ -6,10 +6,13 @@ import base64
 import binascii
 import json
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from runtime.errors import bad_field
+
+T = TypeVar("T")
 
 
 def page_size(requested: int, default: int = 20, maximum: int = 100) -> int:
@@ -50,3 +53,11 @@ def decode_keyset(token: str) -> tuple[datetime, uuid.UUID] | None:
         return datetime.fromisoformat(cursor["t"]), uuid.UUID(cursor["id"])
     except (KeyError, ValueError, TypeError) as exc:
         raise bad_field("page_token", "is not a token from a previous page") from exc
+
+
+def keyset_page(
+    found: list[T], limit: int, key: Callable[[T], tuple[datetime, uuid.UUID]]
+) -> tuple[list[T], str]:
+    """The page of rows fetched with `limit + 1`, and the next page's token ('' at the end)."""
+    page = found[:limit]
+    return page, keyset_token(*key(page[-1])) if len(found) > limit else ""
