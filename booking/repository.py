@@ -167,9 +167,10 @@ class Ledger:
         return [_booking(r) for r in await self._conn.execute(query.limit(limit))]
 
     async def claim_unsettled(self, older_than_seconds: float, limit: int) -> list[Booking]:
-        """Stale PENDING bookings and unfinished cancellations, locked for this sweeper."""
-        rows = await self._conn.execute(
-            sa.select(bookings)
+        """Stale PENDING bookings and unfinished cancellations, leased to this sweeper:
+        their update_time moves to now, so no other sweeper takes them for a while."""
+        stale = (
+            sa.select(bookings.c.booking_id)
             .where(
                 sa.or_(
                     bookings.c.state == State.PENDING.value,
@@ -184,5 +185,12 @@ class Ledger:
             .order_by(bookings.c.update_time)
             .limit(limit)
             .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        rows = await self._conn.execute(
+            bookings.update()
+            .where(bookings.c.booking_id.in_(stale))
+            .values(update_time=sa.func.now())
+            .returning(bookings)
         )
         return [_booking(r) for r in rows]

@@ -82,7 +82,7 @@ class Payments:
         Concurrent calls with one key all insert; the unique key lets exactly one
         row in and makes the others wait for it, then they all read that winner.
         """
-        await self._conn.execute(
+        added = await self._conn.execute(
             pg.insert(payments)
             .values(
                 payment_id=payment.payment_id,
@@ -100,7 +100,11 @@ class Payments:
                 update_time=payment.update_time,
             )
             .on_conflict_do_nothing(index_elements=[payments.c.idempotency_key])
+            .returning(payments)
         )
+        inserted = added.first()
+        if inserted is not None:  # the usual case: one statement
+            return _payment(inserted)
         stored = await self.by_key(payment.idempotency_key)
         assert stored is not None, "the row that won the insert is committed and visible"
         return stored
