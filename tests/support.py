@@ -12,6 +12,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
+import pytest
+
 from runtime.signing import KeyRing
 
 
@@ -135,6 +138,13 @@ def mint_token(
         **overrides,
     }
     return KeyRing(keys_dir).sign(claims)
+
+
+def fails(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """The grpc.RpcError a call raises (the test fails if it does not)."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call(*args, **kwargs)
+    return caught.value
 
 
 def bearer(token: str) -> tuple[tuple[str, str]]:

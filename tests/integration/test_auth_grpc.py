@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from runtime.errors import error_details
 from scripts.mesh import Mesh
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
-from tests.support import unique_email
+from tests.support import bearer, fails, unique_email
 from ticketing.auth.v1 import auth_pb2, auth_pb2_grpc, messages_pb2
 
 
@@ -23,20 +23,10 @@ def auth(auth_channel: grpc.Channel) -> auth_pb2_grpc.AuthServiceStub:
     return auth_pb2_grpc.AuthServiceStub(auth_channel)
 
 
-def bearer(token: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {token}"),)
-
-
 def register(auth: auth_pb2_grpc.AuthServiceStub, password: str = "s3cret-pass") -> auth_pb2.User:
     return auth.Register(
         auth_pb2.RegisterRequest(email=unique_email(), password=password, display_name="Grace")
     )
-
-
-def fails(call: object, *args: object, **kwargs: object) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as caught:
-        call(*args, **kwargs)  # type: ignore[operator]
-    return caught.value
 
 
 def test_health_and_reflection(auth_channel: grpc.Channel) -> None:

@@ -15,7 +15,7 @@ import redis
 
 from runtime.errors import error_details
 from scripts.mesh import Mesh
-from tests.support import create_event_grpc
+from tests.support import create_event_grpc, fails
 from ticketing.event.v1 import event_pb2, event_pb2_grpc
 
 
@@ -66,12 +66,6 @@ def confirm(
             booking_id=booking_id,
         )
     )
-
-
-def fails(call: object, *args: object) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as caught:
-        call(*args)  # type: ignore[operator]
-    return caught.value
 
 
 def holder(store: redis.Redis, event: event_pb2.Event, seat: str) -> str | None:

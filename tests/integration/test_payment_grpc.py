@@ -16,7 +16,7 @@ from google.protobuf import json_format
 from runtime.db import libpq_url
 from runtime.errors import error_details
 from scripts.mesh import Mesh
-from tests.support import VISA_DECLINED, VISA_NO_FUNDS, VISA_OK, bearer, card, mint_token
+from tests.support import VISA_DECLINED, VISA_NO_FUNDS, VISA_OK, bearer, card, fails, mint_token
 from ticketing.common.v1 import money_pb2
 from ticketing.payment.v1 import payment_pb2, payment_pb2_grpc
 
@@ -58,12 +58,6 @@ def refund_request(payment_id: str, key: str | None = None) -> payment_pb2.Refun
 
 def lookup(payments, key: str) -> payment_pb2.Payment:
     return payments.LookupPayment(payment_pb2.LookupPaymentRequest(idempotency_key=key))
-
-
-def fails(call: object, *args: object, **kwargs: object) -> grpc.RpcError:
-    with pytest.raises(grpc.RpcError) as caught:
-        call(*args, **kwargs)  # type: ignore[operator]
-    return caught.value
 
 
 def refunds_of(payment_db: psycopg.Connection, payment_id: str) -> tuple[int, int | None]:
