@@ -109,7 +109,7 @@ class FaultProxy:
                         return
                     if self._mode == "up" or (self._mode == "oneway" and source is client):
                         pair[source].sendall(data)  # else swallowed
-        except OSError:
+        except (OSError, ValueError):  # ValueError: the socket was closed under select()
             return
         finally:
             for sock in pair:
