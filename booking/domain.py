@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import grpc
@@ -64,7 +64,6 @@ class Booking:
     update_time: datetime
     payment_id: uuid.UUID | None = None
     failure_reason: str = ""
-    cancel_requested: bool = field(default=False)
 
     @property
     def seat_ids(self) -> list[str]:

@@ -67,7 +67,6 @@ def _booking(row: sa.Row) -> Booking:
         update_time=row.update_time,
         payment_id=row.payment_id,
         failure_reason=row.failure_reason,
-        cancel_requested=row.cancel_requested_time is not None,
     )
 
 

@@ -17,6 +17,11 @@ from runtime.errors import permission_denied
 from runtime.identity import Caller
 from ticketing.booking.v1 import messages_pb2
 
+MESSAGE_TYPES = {
+    "ticketing.booking.v1.BookingConfirmed": messages_pb2.BookingConfirmed,
+    "ticketing.booking.v1.BookingCancelled": messages_pb2.BookingCancelled,
+}
+
 
 class SalesReports:
     QUEUE = "event.sales"
@@ -27,14 +32,10 @@ class SalesReports:
         self._events = events
 
     async def record(self, delivery: Delivery) -> None:
-        message_types = {
-            "ticketing.booking.v1.BookingConfirmed": messages_pb2.BookingConfirmed,
-            "ticketing.booking.v1.BookingCancelled": messages_pb2.BookingCancelled,
-        }
-        if delivery.message_type not in message_types:
+        if delivery.message_type not in MESSAGE_TYPES:
             raise PoisonMessage(f"no sales effect for {delivery.message_type!r}")
         try:
-            message = message_types[delivery.message_type].FromString(delivery.body)
+            message = MESSAGE_TYPES[delivery.message_type].FromString(delivery.body)
             booking = message.booking
             event_id = uuid.UUID(booking.event_id)
             by_tier: dict[Tier, list[int]] = defaultdict(list)

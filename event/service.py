@@ -295,27 +295,30 @@ class EventUseCases:
     ) -> list[SeatView]:
         db_status = {SeatStatus.AVAILABLE: AVAILABLE, SeatStatus.SOLD: SOLD}.get(status or "")
         found: list[SeatView] = []
-        while len(found) < wanted:
-            async with self._engine.connect() as conn:
-                batch = await Catalog(conn).seats_page(
+        async with self._engine.connect() as conn:
+            catalog = Catalog(conn)
+            # AVAILABLE in the database may be HELD in Redis; keep reading until
+            # the page is full of what was asked for.
+            while len(found) < wanted:
+                batch = await catalog.seats_page(
                     info.event_id, tier, db_status, after, wanted - len(found)
                 )
-            if not batch:
-                break
-            held = await self._holds.held_among(
-                str(info.event_id), [s for s, sold in batch if not sold]
-            )
-            for seat, sold in batch:
-                shown = (
-                    SeatStatus.SOLD
-                    if sold
-                    else SeatStatus.HELD
-                    if seat in held
-                    else SeatStatus.AVAILABLE
+                if not batch:
+                    break
+                held = await self._holds.held_among(
+                    str(info.event_id), [s for s, sold in batch if not sold]
                 )
-                if status is None or shown == status:
-                    found.append(SeatView(seat, info.plan_for(seat), shown))
-            after = batch[-1][0]
+                for seat, sold in batch:
+                    shown = (
+                        SeatStatus.SOLD
+                        if sold
+                        else SeatStatus.HELD
+                        if seat in held
+                        else SeatStatus.AVAILABLE
+                    )
+                    if status is None or shown == status:
+                        found.append(SeatView(seat, info.plan_for(seat), shown))
+                after = batch[-1][0]
         return found
 
     async def _held_seats(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import datetime
 
@@ -52,22 +53,13 @@ refunds = sa.Table(
 )
 
 
+# A Payment's fields are the table's columns, one for one.
 def _payment(row: sa.Row) -> Payment:
-    return Payment(
-        payment_id=row.payment_id,
-        idempotency_key=row.idempotency_key,
-        user_id=row.user_id,
-        reference=row.reference,
-        amount_minor=row.amount_minor,
-        currency=row.currency,
-        state=State(row.state),
-        card_brand=row.card_brand,
-        card_last4=row.card_last4,
-        decline_code=row.decline_code,
-        refunded_minor=row.refunded_minor,
-        create_time=row.create_time,
-        update_time=row.update_time,
-    )
+    return Payment(**{**row._mapping, "state": State(row.state)})
+
+
+def _columns(payment: Payment) -> dict[str, object]:
+    return {**dataclasses.asdict(payment), "state": payment.state.value}
 
 
 class Payments:
@@ -84,21 +76,7 @@ class Payments:
         """
         added = await self._conn.execute(
             pg.insert(payments)
-            .values(
-                payment_id=payment.payment_id,
-                idempotency_key=payment.idempotency_key,
-                user_id=payment.user_id,
-                reference=payment.reference,
-                amount_minor=payment.amount_minor,
-                currency=payment.currency,
-                state=payment.state.value,
-                card_brand=payment.card_brand,
-                card_last4=payment.card_last4,
-                decline_code=payment.decline_code,
-                refunded_minor=payment.refunded_minor,
-                create_time=payment.create_time,
-                update_time=payment.update_time,
-            )
+            .values(**_columns(payment))
             .on_conflict_do_nothing(index_elements=[payments.c.idempotency_key])
             .returning(payments)
         )

@@ -112,10 +112,6 @@ class Violations:
     def add(self, name: str, description: str) -> None:
         self._items.append(FieldViolation(name, description))
 
-    def require(self, value: object, name: str) -> None:
-        if not value:
-            self.add(name, "is required")
-
     def raise_if_any(self) -> None:
         if self._items:
             raise invalid_argument(self._items)

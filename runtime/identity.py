@@ -22,7 +22,7 @@ import grpc
 import jwt
 from google.protobuf import json_format
 
-from runtime.errors import permission_denied, unauthenticated
+from runtime.errors import unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +57,6 @@ def caller() -> Caller:
     if found is None:
         raise unauthenticated()
     return found
-
-
-def require_role(*roles: Role) -> Caller:
-    who = caller()
-    if who.role not in roles:
-        raise permission_denied(f"requires role {' or '.join(r.value for r in roles)}")
-    return who
 
 
 KeyLookup = Callable[[str], Awaitable[Any | None]]

@@ -152,12 +152,6 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         return who
 
 
-def database_unavailable() -> ServiceError:
-    return ServiceError(
-        grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE", "the database is unavailable; retry"
-    )
-
-
 def _header(metadata: tuple[tuple[str, str | bytes], ...] | None, name: str) -> str | None:
     for key, value in metadata or ():
         if key == name and isinstance(value, str):

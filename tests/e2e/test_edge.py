@@ -17,7 +17,7 @@ from runtime.signing import generate_key
 from scripts.mesh import Mesh, free_port
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.e2e.test_auth_http import assert_error
-from tests.support import Edge, login, register_and_login, unique_email
+from tests.support import Edge, create_event_grpc, login, register_and_login, unique_email
 from ticketing.auth.v1 import auth_pb2
 from ticketing.event.v1 import event_pb2, event_pb2_grpc
 
@@ -104,11 +104,15 @@ def test_grpc_web_reaches_the_services(edge: Edge) -> None:
     assert headers["access-control-allow-origin"] == "http://localhost:3000"
 
 
-def test_native_grpc_through_envoy_and_internal_rpcs_unreachable(mesh: Mesh) -> None:
+def test_native_grpc_through_envoy_and_internal_rpcs_unreachable(
+    mesh: Mesh, organizer_token: str
+) -> None:
+    with grpc.insecure_channel(mesh.target("event")) as direct:
+        created = create_event_grpc(event_pb2_grpc.EventServiceStub(direct), organizer_token)
     with grpc.insecure_channel(f"127.0.0.1:{mesh.env['EDGE_PORT']}") as channel:
         events = event_pb2_grpc.EventServiceStub(channel)
-        listed = events.ListEvents(event_pb2.ListEventsRequest(page_size=1))
-        assert isinstance(listed.next_page_token, str)
+        fetched = events.GetEvent(event_pb2.GetEventRequest(event_id=created.event_id))
+        assert fetched == created
         with pytest.raises(grpc.RpcError) as caught:
             events.LockSeat(
                 event_pb2.LockSeatRequest(

@@ -180,7 +180,6 @@ def test_every_documented_route_answers_as_documented(
         assert method == verb, operation_id
         reply = edge.call(method, path, body, token=token)
         assert reply.status == 200, (operation_id, reply.status, reply.body)
-        assert "200" in spec["responses"]
         schema = spec["responses"]["200"]["content"]["application/json"]["schema"]
         assert violations(reply.body, schema, document) == [], operation_id
         if "security" in spec:
