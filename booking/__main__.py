@@ -6,21 +6,23 @@ import contextlib
 
 from booking.api import BookingServicer
 from booking.clients import Downstream
+from booking.repository import Ledger
 from booking.service import BookingUseCases
-from runtime import cli, db
+from runtime import cli
 from runtime.config import Settings, env_float, env_int, grpc_target
 from runtime.outbox import OutboxRelay
+from runtime.pg import Database
 from runtime.server import GrpcService
 from ticketing.booking.v1 import booking_pb2, booking_pb2_grpc
 
 
 async def build(settings: Settings) -> GrpcService:
-    engine = db.async_engine(settings)
+    database = Database(settings.database_url, settings.db_pool_size)
     downstream = Downstream(
         grpc_target("event"), grpc_target("payment"), env_float("DOWNSTREAM_TIMEOUT_SECONDS", 5.0)
     )
     use_cases = BookingUseCases(
-        engine,
+        Ledger(database),
         downstream,
         env_int("HOLD_TTL_SECONDS", 300),
         sweep_grace_seconds=env_float("SWEEP_GRACE_SECONDS", 30.0),
@@ -32,7 +34,7 @@ async def build(settings: Settings) -> GrpcService:
         BookingServicer(use_cases),
     )
     service.workers += [
-        db.disposing(engine),
+        database,
         contextlib.aclosing(downstream),
         OutboxRelay(settings.database_url, settings.amqp_url),
         use_cases.sweeping(env_float("SWEEP_INTERVAL_SECONDS", 15.0)),

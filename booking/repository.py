@@ -1,4 +1,9 @@
-"""The booking database: bookings and the outbox."""
+"""The booking database: bookings and the outbox.
+
+The tables are declared here for the migrations; the Ledger reads and writes
+them with one statement per step in autocommit (runtime.pg), since every step
+of the saga is on the sale path.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,13 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg import sql
+from psycopg.types.json import Jsonb
 from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from booking.domain import BookedSeat, Booking, EventSnapshot, State
-from runtime.outbox import outbox_table
+from runtime.outbox import INSERT_OUTBOX_ROW, OutboxMessage, outbox_table
+from runtime.pg import Database
 
 metadata = sa.MetaData()
 
@@ -50,7 +57,7 @@ bookings = sa.Table(
 outbox = outbox_table(metadata)
 
 
-def _booking(row: sa.Row) -> Booking:
+def _booking(row: Any) -> Booking:
     return Booking(
         booking_id=row.booking_id,
         user_id=row.user_id,
@@ -70,82 +77,122 @@ def _booking(row: sa.Row) -> Booking:
     )
 
 
-class Ledger:
-    """Queries on one connection, inside the caller's transaction."""
+_ADD = """
+INSERT INTO bookings (booking_id, user_id, user_email, request_id, event_id, event_title,
+                      event_venue, event_starts_at, seats, currency, total_minor, state,
+                      owner_token, fencing_token, create_time, update_time)
+VALUES (%(booking_id)s, %(user_id)s, %(user_email)s, %(request_id)s, %(event_id)s,
+        %(event_title)s, %(event_venue)s, %(event_starts_at)s, %(seats)s, %(currency)s,
+        %(total_minor)s, %(state)s, %(owner_token)s, %(fencing_token)s, %(create_time)s,
+        %(update_time)s)
+ON CONFLICT DO NOTHING
+RETURNING booking_id
+"""
 
-    def __init__(self, conn: AsyncConnection) -> None:
-        self._conn = conn
+# The state change and the message announcing it, in one statement: the
+# message exists if and only if the change committed.
+_SETTLE = f"""
+WITH done AS (
+    UPDATE bookings
+       SET state = %(state)s, payment_id = %(payment_id)s, failure_reason = %(failure_reason)s,
+           update_time = %(update_time)s
+     WHERE booking_id = %(booking_id)s AND state = %(from_state)s
+    RETURNING booking_id
+), announced AS (
+    {INSERT_OUTBOX_ROW} SELECT %(message_id)s, %(routing_key)s, %(message_type)s, %(payload)s,
+                               %(correlation_id)s FROM done WHERE %(routing_key)s <> ''
+)
+SELECT count(*) AS settled FROM done
+"""
+
+_CLAIM_UNSETTLED = """
+UPDATE bookings SET update_time = now()
+ WHERE booking_id IN (
+       SELECT booking_id FROM bookings
+        WHERE (state = 1 OR (cancel_requested_time IS NOT NULL AND state = 2))
+          AND update_time < now() - make_interval(secs => %s)
+        ORDER BY update_time
+        LIMIT %s
+          FOR UPDATE SKIP LOCKED)
+RETURNING *
+"""
+
+
+class Ledger:
+    """The bookings, each call one statement (runtime.pg)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def add(self, booking: Booking) -> bool:
         """False if a booking with this id exists already (a concurrent retry)."""
-        inserted = await self._conn.execute(
-            pg.insert(bookings)
-            .values(
-                booking_id=booking.booking_id,
-                user_id=booking.user_id,
-                user_email=booking.user_email,
-                request_id=booking.request_id,
-                event_id=booking.event.event_id,
-                event_title=booking.event.title,
-                event_venue=booking.event.venue,
-                event_starts_at=booking.event.starts_at,
-                seats=[
-                    {"seat_id": s.seat_id, "tier": s.tier, "price_minor": s.price_minor}
-                    for s in booking.seats
-                ],
-                currency=booking.currency,
-                total_minor=booking.total_minor,
-                state=booking.state.value,
-                owner_token=booking.owner_token,
-                fencing_token=booking.fencing_token,
-                create_time=booking.create_time,
-                update_time=booking.update_time,
-            )
-            .on_conflict_do_nothing()
-            .returning(bookings.c.booking_id)
+        seats = [
+            {"seat_id": s.seat_id, "tier": s.tier, "price_minor": s.price_minor}
+            for s in booking.seats
+        ]
+        inserted = await self._db.fetchone(
+            _ADD,
+            {
+                "booking_id": booking.booking_id,
+                "user_id": booking.user_id,
+                "user_email": booking.user_email,
+                "request_id": booking.request_id,
+                "event_id": booking.event.event_id,
+                "event_title": booking.event.title,
+                "event_venue": booking.event.venue,
+                "event_starts_at": booking.event.starts_at,
+                "seats": Jsonb(seats),
+                "currency": booking.currency,
+                "total_minor": booking.total_minor,
+                "state": booking.state.value,
+                "owner_token": booking.owner_token,
+                "fencing_token": booking.fencing_token,
+                "create_time": booking.create_time,
+                "update_time": booking.update_time,
+            },
         )
-        return inserted.first() is not None
+        return inserted is not None
 
-    async def get(self, booking_id: uuid.UUID, for_update: bool = False) -> Booking | None:
-        query = sa.select(bookings).where(bookings.c.booking_id == booking_id)
-        if for_update:
-            query = query.with_for_update()
-        row = (await self._conn.execute(query)).first()
+    async def get(self, booking_id: uuid.UUID) -> Booking | None:
+        row = await self._db.fetchone("SELECT * FROM bookings WHERE booking_id = %s", (booking_id,))
         return _booking(row) if row else None
 
     async def settle(
-        self, booking_id: uuid.UUID, from_state: State, to_state: State, **changes: Any
-    ) -> Booking | None:
-        """Moves a booking on if it is still in from_state; None if someone else did."""
-        row = (
-            await self._conn.execute(
-                bookings.update()
-                .where(bookings.c.booking_id == booking_id, bookings.c.state == from_state.value)
-                .values(state=to_state.value, update_time=sa.func.now(), **changes)
-                .returning(bookings)
-            )
-        ).first()
-        return _booking(row) if row else None
+        self, settled: Booking, from_state: State, message: OutboxMessage | None = None
+    ) -> bool:
+        """Moves the booking to `settled`'s state, payment and failure reason if it
+        is still in from_state, with its message; False if someone else moved it."""
+        row = await self._db.fetchone(
+            _SETTLE,
+            {
+                "booking_id": settled.booking_id,
+                "from_state": from_state.value,
+                "state": settled.state.value,
+                "payment_id": settled.payment_id,
+                "failure_reason": settled.failure_reason,
+                "update_time": settled.update_time,
+                **(message or OutboxMessage.none()).row(),
+            },
+        )
+        return bool(row and row.settled)
 
     async def update_hold(self, booking_id: uuid.UUID, fencing_token: int) -> None:
-        await self._conn.execute(
-            bookings.update()
-            .where(bookings.c.booking_id == booking_id)
-            .values(fencing_token=fencing_token, update_time=sa.func.now())
+        await self._db.execute(
+            "UPDATE bookings SET fencing_token = %s, update_time = now() WHERE booking_id = %s",
+            (fencing_token, booking_id),
         )
 
     async def request_cancel(self, booking_id: uuid.UUID) -> None:
-        await self._conn.execute(
-            bookings.update()
-            .where(bookings.c.booking_id == booking_id, bookings.c.cancel_requested_time.is_(None))
-            .values(cancel_requested_time=sa.func.now(), update_time=sa.func.now())
+        await self._db.execute(
+            "UPDATE bookings SET cancel_requested_time = now(), update_time = now() "
+            "WHERE booking_id = %s AND cancel_requested_time IS NULL",
+            (booking_id,),
         )
 
     async def delete_pending(self, booking_id: uuid.UUID) -> None:
-        await self._conn.execute(
-            bookings.delete().where(
-                bookings.c.booking_id == booking_id, bookings.c.state == State.PENDING.value
-            )
+        await self._db.execute(
+            "DELETE FROM bookings WHERE booking_id = %s AND state = %s",
+            (booking_id, State.PENDING.value),
         )
 
     async def page(
@@ -155,41 +202,24 @@ class Ledger:
         limit: int,
         before: tuple[datetime, uuid.UUID] | None,
     ) -> list[Booking]:
-        query = sa.select(bookings)
+        conditions: list[sql.Composable] = [sql.SQL("true")]
+        params: list[Any] = []
         if user_id is not None:
-            query = query.where(bookings.c.user_id == user_id)
+            conditions.append(sql.SQL("user_id = %s"))
+            params.append(user_id)
         if state is not None:
-            query = query.where(bookings.c.state == state.value)
+            conditions.append(sql.SQL("state = %s"))
+            params.append(state.value)
         if before is not None:
-            query = query.where(sa.tuple_(bookings.c.create_time, bookings.c.booking_id) < before)
-        query = query.order_by(bookings.c.create_time.desc(), bookings.c.booking_id.desc())
-        return [_booking(r) for r in await self._conn.execute(query.limit(limit))]
+            conditions.append(sql.SQL("(create_time, booking_id) < (%s, %s)"))
+            params += before
+        query = sql.SQL(
+            "SELECT * FROM bookings WHERE {} ORDER BY create_time DESC, booking_id DESC LIMIT %s"
+        ).format(sql.SQL(" AND ").join(conditions))
+        return [_booking(r) for r in await self._db.fetchall(query, (*params, limit))]
 
     async def claim_unsettled(self, older_than_seconds: float, limit: int) -> list[Booking]:
         """Stale PENDING bookings and unfinished cancellations, leased to this sweeper:
         their update_time moves to now, so no other sweeper takes them for a while."""
-        stale = (
-            sa.select(bookings.c.booking_id)
-            .where(
-                sa.or_(
-                    bookings.c.state == State.PENDING.value,
-                    sa.and_(
-                        bookings.c.cancel_requested_time.is_not(None),
-                        bookings.c.state == State.CONFIRMED.value,
-                    ),
-                ),
-                bookings.c.update_time
-                < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, older_than_seconds),
-            )
-            .order_by(bookings.c.update_time)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-        rows = await self._conn.execute(
-            bookings.update()
-            .where(bookings.c.booking_id.in_(stale))
-            .values(update_time=sa.func.now())
-            .returning(bookings)
-        )
+        rows = await self._db.fetchall(_CLAIM_UNSETTLED, (older_than_seconds, limit))
         return [_booking(r) for r in rows]

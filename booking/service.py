@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -24,12 +25,11 @@ from datetime import UTC, datetime
 
 import grpc
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from booking import convert, domain
 from booking.clients import RETRYABLE, Downstream
 from booking.domain import BookedSeat, Booking, EventSnapshot, State
-from booking.repository import Ledger, outbox
+from booking.repository import Ledger
 from runtime import pagination, timestamps
 from runtime.errors import (
     ErrorDetails,
@@ -39,7 +39,7 @@ from runtime.errors import (
     parse_uuid,
 )
 from runtime.identity import Caller
-from runtime.outbox import enqueue
+from runtime.outbox import OutboxMessage
 from runtime.tasks import periodically
 from ticketing.event.v1 import event_pb2
 from ticketing.payment.v1 import payment_pb2
@@ -80,15 +80,20 @@ def pending_error(booking_id: uuid.UUID, what: str) -> ServiceError:
     )
 
 
+def settled(booking: Booking, state: State, **changes: object) -> Booking:
+    """The booking as it is once moved to `state` now."""
+    return dataclasses.replace(booking, state=state, update_time=datetime.now(UTC), **changes)
+
+
 class BookingUseCases:
     def __init__(
         self,
-        engine: AsyncEngine,
+        ledger: Ledger,
         downstream: Downstream,
         hold_ttl_seconds: int,
         sweep_grace_seconds: float,
     ) -> None:
-        self._engine = engine
+        self._ledger = ledger
         self._down = downstream
         self._hold_ttl_seconds = hold_ttl_seconds
         # The sweep only touches a booking whose saga cannot still be running and
@@ -115,7 +120,7 @@ class BookingUseCases:
     ) -> Booking:
         domain.check_request(event_id, seat_ids, payment_method is not None, request_id)
         booking_id = domain.booking_id_for(who.user_id, request_id)
-        existing = await self._find(booking_id)
+        existing = await self._ledger.get(booking_id)
         if existing is not None:
             return await self._replay(existing, event_id)
 
@@ -142,9 +147,9 @@ class BookingUseCases:
             create_time=now,
             update_time=now,
         )
-        async with self._engine.begin() as conn:
-            recorded = await Ledger(conn).add(booking)
-        if not recorded:  # a concurrent retry of the same request got there first
+        if not await self._ledger.add(
+            booking
+        ):  # a concurrent retry of the same request got there first
             return await self._replay(await self._get(booking_id), event_id)
 
         assert payment_method is not None
@@ -153,8 +158,7 @@ class BookingUseCases:
         except ServiceError:
             # Bad card data: nothing was charged, so leave no trace of the attempt.
             await self._release(booking)
-            async with self._engine.begin() as conn:
-                await Ledger(conn).delete_pending(booking_id)
+            await self._ledger.delete_pending(booking_id)
             raise
         except Unsettled as exc:
             BOOKING_OUTCOMES.labels("pending").inc()
@@ -250,16 +254,13 @@ class BookingUseCases:
         if lost:
             await self._refund(booking, payment, "refund")
             return await self._fail(booking, lost, payment_id)
-        async with self._engine.begin() as conn:
-            ledger = Ledger(conn)
-            done = await ledger.settle(
-                booking.booking_id, State.PENDING, State.CONFIRMED, payment_id=payment_id
-            )
-            if done is not None:
-                await enqueue(conn, outbox, "booking.confirmed", convert.confirmed(done))
-                BOOKING_OUTCOMES.labels("confirmed").inc()
-                log.info("booking %s confirmed", booking.booking_id)
-        return done or await self._get(booking.booking_id)
+        done = settled(booking, State.CONFIRMED, payment_id=payment_id)
+        message = OutboxMessage("booking.confirmed", convert.confirmed(done))
+        if not await self._ledger.settle(done, State.PENDING, message):
+            return await self._get(booking.booking_id)
+        BOOKING_OUTCOMES.labels("confirmed").inc()
+        log.info("booking %s confirmed", booking.booking_id)
+        return done
 
     async def _confirm_seats(self, booking: Booking, reacquire: bool) -> str:
         """Sells the held seats; '' on success, else why the seats are lost."""
@@ -293,8 +294,7 @@ class BookingUseCases:
                     raise Unsettled from refused
                 return "seats_unavailable"
             fencing_token = held.fencing_token
-            async with self._engine.begin() as conn:
-                await Ledger(conn).update_hold(booking.booking_id, fencing_token)
+            await self._ledger.update_hold(booking.booking_id, fencing_token)
         return "seats_unavailable"
 
     async def _refund(
@@ -328,24 +328,18 @@ class BookingUseCases:
             )
 
     async def _fail(self, booking: Booking, reason: str, payment_id: uuid.UUID | None) -> Booking:
-        async with self._engine.begin() as conn:
-            done = await Ledger(conn).settle(
-                booking.booking_id,
-                State.PENDING,
-                State.FAILED,
-                failure_reason=reason,
-                payment_id=payment_id,
-            )
-            if done is not None:
-                await enqueue(conn, outbox, "booking.failed", convert.failed(done))
-                BOOKING_OUTCOMES.labels("failed").inc()
-                log.info("booking %s failed: %s", booking.booking_id, reason)
-        return done or await self._get(booking.booking_id)
+        done = settled(booking, State.FAILED, failure_reason=reason, payment_id=payment_id)
+        message = OutboxMessage("booking.failed", convert.failed(done))
+        if not await self._ledger.settle(done, State.PENDING, message):
+            return await self._get(booking.booking_id)
+        BOOKING_OUTCOMES.labels("failed").inc()
+        log.info("booking %s failed: %s", booking.booking_id, reason)
+        return done
 
     # -- reading --------------------------------------------------------------
 
     async def get(self, who: Caller, booking_id: str) -> Booking:
-        booking = await self._find(parse_uuid(booking_id, "booking_id"))
+        booking = await self._ledger.get(parse_uuid(booking_id, "booking_id"))
         # Another user's booking is "not found": ids cannot be probed.
         if booking is None or not (who.is_admin or str(booking.user_id) == who.user_id):
             raise not_found("booking", booking_id)
@@ -357,8 +351,7 @@ class BookingUseCases:
         limit = pagination.page_size(page_size)
         before = pagination.decode_keyset(page_token)
         user = None if who.is_admin else uuid.UUID(who.user_id)
-        async with self._engine.connect() as conn:
-            found = await Ledger(conn).page(user, state, limit + 1, before)
+        found = await self._ledger.page(user, state, limit + 1, before)
         return pagination.keyset_page(found, limit, lambda b: (b.create_time, b.booking_id))
 
     # -- cancelling -----------------------------------------------------------
@@ -366,8 +359,7 @@ class BookingUseCases:
     async def cancel(self, who: Caller, booking_id: str) -> Booking:
         booking = await self.get(who, booking_id)
         domain.check_cancellable(booking, datetime.now(UTC))
-        async with self._engine.begin() as conn:
-            await Ledger(conn).request_cancel(booking.booking_id)
+        await self._ledger.request_cancel(booking.booking_id)
         try:
             return await self._finish_cancel(booking)
         except Unsettled as exc:
@@ -387,27 +379,23 @@ class BookingUseCases:
             )
         except grpc.aio.AioRpcError as error:
             raise Unsettled from error
-        async with self._engine.begin() as conn:
-            done = await Ledger(conn).settle(booking.booking_id, State.CONFIRMED, State.CANCELLED)
-            if done is not None:
-                await enqueue(
-                    conn,
-                    outbox,
-                    "booking.cancelled",
-                    convert.cancelled(done, refunded.refunded_amount.amount_minor),
-                )
-                log.info("booking %s cancelled", booking.booking_id)
-                BOOKING_OUTCOMES.labels("cancelled").inc()
-        if done is None:
-            domain.check_cancellable(await self._get(booking.booking_id), datetime.now(UTC))
-        return done or await self._get(booking.booking_id)
+        done = settled(booking, State.CANCELLED)
+        message = OutboxMessage(
+            "booking.cancelled", convert.cancelled(done, refunded.refunded_amount.amount_minor)
+        )
+        if not await self._ledger.settle(done, State.CONFIRMED, message):
+            current = await self._get(booking.booking_id)
+            domain.check_cancellable(current, datetime.now(UTC))
+            return current
+        log.info("booking %s cancelled", booking.booking_id)
+        BOOKING_OUTCOMES.labels("cancelled").inc()
+        return done
 
     # -- the sweep ------------------------------------------------------------
 
     async def sweep(self) -> int:
         """Settles PENDING bookings whose hold has lapsed, and unfinished cancellations."""
-        async with self._engine.begin() as conn:
-            claimed = await Ledger(conn).claim_unsettled(self._settle_after_seconds, 20)
+        claimed = await self._ledger.claim_unsettled(self._settle_after_seconds, 20)
         for booking in claimed:
             try:
                 if booking.state is State.PENDING:
@@ -438,12 +426,8 @@ class BookingUseCases:
         """Runs the sweep every interval for as long as the service runs."""
         return periodically(self.sweep, interval_seconds, "sweep")
 
-    async def _find(self, booking_id: uuid.UUID) -> Booking | None:
-        async with self._engine.connect() as conn:
-            return await Ledger(conn).get(booking_id)
-
     async def _get(self, booking_id: uuid.UUID) -> Booking:
-        found = await self._find(booking_id)
+        found = await self._ledger.get(booking_id)
         if found is None:
             raise not_found("booking", str(booking_id))
         return found

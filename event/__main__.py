@@ -6,20 +6,30 @@ import contextlib
 
 from event.api import EventServicer
 from event.holds import HoldStore, reporting_holds
+from event.repository import SalePath
 from event.sales import SalesReports
 from event.service import EventUseCases
 from runtime import cli, db
-from runtime.config import Settings, env_int
+from runtime.config import Settings, env_float, env_int
 from runtime.consumer import Consumer
+from runtime.pg import Database
 from runtime.server import GrpcService
 from ticketing.event.v1 import event_pb2, event_pb2_grpc
 
 
 async def build(settings: Settings) -> GrpcService:
     engine = db.async_engine(settings)
+    database = Database(settings.database_url, settings.db_pool_size)
+    sale_path = SalePath(database)
     holds = HoldStore.connect(settings.redis_url)
-    use_cases = EventUseCases(engine, holds, env_int("HOLD_TTL_SECONDS", 300))
-    sales = SalesReports(engine, use_cases)
+    use_cases = EventUseCases(
+        engine,
+        sale_path,
+        holds,
+        env_int("HOLD_TTL_SECONDS", 300),
+        availability_cache_seconds=env_float("AVAILABILITY_CACHE_SECONDS", 1.0),
+    )
+    sales = SalesReports(engine, sale_path, use_cases)
     service = GrpcService(settings)
     service.add(
         event_pb2.DESCRIPTOR.services_by_name["EventService"],
@@ -28,6 +38,7 @@ async def build(settings: Settings) -> GrpcService:
     )
     service.workers += [
         db.disposing(engine),
+        database,
         contextlib.aclosing(holds),
         reporting_holds(holds),
         Consumer(settings.amqp_url, sales.QUEUE, sales.ROUTING_KEYS, sales.record),

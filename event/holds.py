@@ -4,9 +4,15 @@ Per seat a key `ev:{event}:hold:<seat>` holds the owner token (SET NX PX),
 and per tier a sorted set `ev:{event}:held:<tier>` scores each held seat by
 its expiry, so "how many VIP seats are held" is one ZCOUNT. A sold seat's
 key keeps a permanent `sold:<booking>` marker, so a hold on it fails without
-asking PostgreSQL (which stays the authority on what is sold). The braces
-are a hash tag: one event's keys share a Redis Cluster slot, as the scripts
-need.
+asking PostgreSQL, which stays the authority on what is sold.
+
+Holds trust those markers only while `ev:{event}:markers` says they are
+complete. Redis losing its data loses that key with the markers, and the lock
+script then refuses to answer until the event service has rebuilt the markers
+from PostgreSQL (`MarkersMissing`). A marker that outlived its sale (a return
+racing a rebuild) is the other way to be wrong, and the safe one: the hold is
+refused, and the service asks PostgreSQL before it says so. The braces are a
+hash tag: one event's keys share a Redis Cluster slot, as the scripts need.
 """
 
 from __future__ import annotations
@@ -27,29 +33,37 @@ from event.domain import SeatRef, Tier
 from runtime.errors import ServiceError
 from runtime.tasks import periodically
 
-# KEYS: fence, hold keys (n), held sets (n). ARGV: owner, ttl_ms, seat ids (n).
+# KEYS: fence, markers-complete flag, hold keys (n), held sets (n).
+# ARGV: owner, ttl_ms, seat ids (n).
+# Returns {-1} while the sold markers need a rebuild; {0, taken seat ids, their
+# holders} when some seat is someone else's; else {1, fencing token, expiry}.
 _LOCK = """
-local n = (#KEYS - 1) / 2
+if redis.call('EXISTS', KEYS[2]) == 0 then return {-1} end
+local n = (#KEYS - 2) / 2
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
-local taken, fresh = {}, {}
+local taken, holders, fresh = {}, {}, {}
 for i = 1, n do
-  local key = KEYS[1 + i]
+  local key = KEYS[2 + i]
   if redis.call('SET', key, owner, 'NX', 'PX', ttl) then
     fresh[#fresh + 1] = key
-  elseif redis.call('GET', key) == owner then
-    redis.call('PEXPIRE', key, ttl)
   else
-    taken[#taken + 1] = ARGV[2 + i]
+    local holder = redis.call('GET', key)
+    if holder == owner then
+      redis.call('PEXPIRE', key, ttl)
+    else
+      taken[#taken + 1] = ARGV[2 + i]
+      holders[#holders + 1] = holder
+    end
   end
 end
 if #taken > 0 then
   for _, key in ipairs(fresh) do redis.call('DEL', key) end
-  return {0, taken}
+  return {0, taken, holders}
 end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 for i = 1, n do
-  local held = KEYS[1 + n + i]
+  local held = KEYS[2 + n + i]
   redis.call('ZREMRANGEBYSCORE', held, '-inf', now)
   redis.call('ZADD', held, now + ttl, ARGV[2 + i])
 end
@@ -104,17 +118,26 @@ end
 return n
 """
 
-# After a sale is undone. KEYS: hold keys. ARGV: marker.
+# After a sale is undone, or to drop markers PostgreSQL disowns: deletes each
+# key still holding its marker. KEYS: hold keys (n). ARGV: markers (n).
 _UNMARK_SOLD = """
 local cleared = 0
 for i = 1, #KEYS do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then
+  if redis.call('GET', KEYS[i]) == ARGV[i] then
     redis.call('DEL', KEYS[i])
     cleared = cleared + 1
   end
 end
 return cleared
 """
+
+# Rebuilding markers from PostgreSQL. KEYS: hold keys (n). ARGV: markers (n).
+_RESTORE_SOLD = """
+for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i]) end
+return #KEYS
+"""
+
+RESTORE_CHUNK = 2_000
 
 T = TypeVar("T")
 
@@ -129,10 +152,22 @@ def sold_marker(booking_id: str) -> str:
     return f"sold:{booking_id}"
 
 
+class MarkersMissing(Exception):
+    """Redis lost the event's sold markers; rebuild them before holding seats."""
+
+
 @dataclass(frozen=True)
 class Hold:
     fencing_token: int
     expire_ms: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Seats someone else holds or bought; nothing was held."""
+
+    taken: list[str]
+    sold_markers: dict[str, str]  # of those, the ones marked sold: seat id -> marker
 
 
 class HoldStore:
@@ -143,6 +178,7 @@ class HoldStore:
         self._verify = client.register_script(_VERIFY)
         self._mark_sold = client.register_script(_MARK_SOLD)
         self._unmark_sold = client.register_script(_UNMARK_SOLD)
+        self._restore_sold = client.register_script(_RESTORE_SOLD)
 
     @classmethod
     def connect(cls, url: str) -> HoldStore:
@@ -169,15 +205,54 @@ class HoldStore:
             self._held_key(event_id, s.tier) for s in seats
         ]
 
+    @staticmethod
+    def _markers_key(event_id: str) -> str:
+        return f"ev:{{{event_id}}}:markers"
+
     async def lock(
         self, event_id: str, seats: Sequence[SeatRef], owner: str, ttl_ms: int
-    ) -> Hold | list[str]:
-        """The hold, or the ids of the seats someone else holds (nothing is held then)."""
-        keys = [f"ev:{{{event_id}}}:fence", *self._keys(event_id, seats)]
+    ) -> Hold | Refusal:
+        """The hold, or what stood in its way (nothing is held then)."""
+        keys = [
+            f"ev:{{{event_id}}}:fence",
+            self._markers_key(event_id),
+            *self._keys(event_id, seats),
+        ]
         reply = await self._call(self._lock, keys, [owner, ttl_ms, *(s.seat_id for s in seats)])
+        if reply[0] == -1:
+            raise MarkersMissing(event_id)
         if reply[0] == 0:
-            return list(reply[1])
+            taken, holders = list(reply[1]), list(reply[2])
+            return Refusal(
+                taken,
+                {
+                    seat: holder
+                    for seat, holder in zip(taken, holders, strict=True)
+                    if holder.startswith("sold:")
+                },
+            )
         return Hold(int(reply[1]), int(reply[2]))
+
+    async def restore_sold_markers(
+        self, event_id: str, sold: Sequence[tuple[SeatRef, str]]
+    ) -> None:
+        """Marks every (seat, booking id) sold, then declares the markers complete."""
+        for start in range(0, len(sold), RESTORE_CHUNK):
+            chunk = sold[start : start + RESTORE_CHUNK]
+            await self._call(
+                self._restore_sold,
+                [self._hold_key(event_id, seat) for seat, _ in chunk],
+                [sold_marker(booking) for _, booking in chunk],
+            )
+        await self._guard(lambda: self._redis.set(self._markers_key(event_id), "1"))
+
+    async def drop_markers(self, event_id: str, markers: dict[SeatRef, str]) -> None:
+        """Deletes these markers where they still stand (PostgreSQL says unsold)."""
+        await self._call(
+            self._unmark_sold,
+            [self._hold_key(event_id, seat) for seat in markers],
+            list(markers.values()),
+        )
 
     async def release(self, event_id: str, seats: Sequence[SeatRef], owner: str) -> list[str]:
         return list(
@@ -198,8 +273,7 @@ class HoldStore:
         await self._call(self._mark_sold, self._keys(event_id, seats), args)
 
     async def unmark_sold(self, event_id: str, seats: Sequence[SeatRef], booking_id: str) -> None:
-        keys = [self._hold_key(event_id, s) for s in seats]
-        await self._call(self._unmark_sold, keys, [sold_marker(booking_id)])
+        await self.drop_markers(event_id, dict.fromkeys(seats, sold_marker(booking_id)))
 
     async def held_counts(self, event_ids: Sequence[str]) -> dict[tuple[str, Tier], int]:
         """Live holds per (event, tier)."""

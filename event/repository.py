@@ -14,7 +14,8 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from event.domain import EventInfo, SeatRef, Tier, TierPlan
-from runtime.consumer import first_delivery, processed_messages_table
+from runtime.consumer import processed_messages_table
+from runtime.pg import Database
 
 metadata = sa.MetaData()
 
@@ -208,60 +209,6 @@ class Catalog:
             )
         return list(found.values())
 
-    async def sold_counts(
-        self, event_ids: Sequence[uuid.UUID]
-    ) -> dict[tuple[uuid.UUID, Tier], int]:
-        rows = await self._conn.execute(
-            sa.select(event_tiers.c.event_id, event_tiers.c.tier, event_tiers.c.sold).where(
-                event_tiers.c.event_id.in_(event_ids)
-            )
-        )
-        return {(r.event_id, Tier(r.tier)): r.sold for r in rows}
-
-    async def sold_among(self, event_id: uuid.UUID, seat_list: Sequence[SeatRef]) -> list[SeatRef]:
-        rows = await self._conn.execute(
-            sa.select(*_SEAT_KEY).where(
-                seats.c.event_id == event_id, _in(seat_list), seats.c.status == SOLD
-            )
-        )
-        return sorted(_seat(r) for r in rows)
-
-    async def sell(
-        self, event_id: uuid.UUID, seat_list: Sequence[SeatRef], booking_id: uuid.UUID, fence: int
-    ) -> bool:
-        """Sells every seat to the booking, or (returning False) none of them."""
-        sold = (
-            await self._conn.execute(
-                seats.update()
-                .where(
-                    seats.c.event_id == event_id,
-                    _in(seat_list),
-                    seats.c.status == AVAILABLE,
-                    seats.c.fence < fence,
-                )
-                .values(status=SOLD, booking_id=booking_id, fence=fence)
-                .returning(*_SEAT_KEY)
-            )
-        ).all()
-        if len(sold) != len(seat_list):
-            return False
-        await self._conn.execute(
-            seat_sales.insert(),
-            [
-                {
-                    "event_id": event_id,
-                    "tier": s.tier.value,
-                    "row": s.row,
-                    "number": s.number,
-                    "booking_id": booking_id,
-                    "fence": fence,
-                }
-                for s in seat_list
-            ],
-        )
-        await self._move_counters(event_id, Counter(s.tier for s in seat_list), +1)
-        return True
-
     async def sold_to(self, event_id: uuid.UUID, booking_id: uuid.UUID) -> list[SeatRef]:
         rows = await self._conn.execute(
             sa.select(*_SEAT_KEY).where(
@@ -352,6 +299,17 @@ sales = sa.Table(
 processed_messages = processed_messages_table(metadata)
 
 
+@dataclasses.dataclass(frozen=True, order=True)
+class TierChange:
+    """What one booking message does to one tier's line of the sales report."""
+
+    tier: Tier
+    sold: int
+    refunded: int
+    gross_minor: int
+    refunded_minor: int
+
+
 @dataclasses.dataclass(frozen=True)
 class TierSales:
     tier: Tier
@@ -364,45 +322,10 @@ class TierSales:
 
 
 class SalesBook:
-    """The sales report, moved by booking messages (inside the caller's transaction)."""
+    """The sales report, as read by organizers (SalePath.record_sales moves it)."""
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
-
-    async def first_delivery(self, message_id: str) -> bool:
-        return await first_delivery(self._conn, processed_messages, message_id)
-
-    async def add(
-        self,
-        event_id: uuid.UUID,
-        tier: Tier,
-        currency: str,
-        sold: int,
-        refunded: int,
-        gross_minor: int,
-        refunded_minor: int,
-    ) -> None:
-        insert = pg.insert(sales).values(
-            event_id=event_id,
-            tier=tier.value,
-            currency=currency,
-            tickets_sold=sold,
-            tickets_refunded=refunded,
-            gross_minor=gross_minor,
-            refunded_minor=refunded_minor,
-        )
-        await self._conn.execute(
-            insert.on_conflict_do_update(
-                index_elements=[sales.c.event_id, sales.c.tier],
-                set_={
-                    "tickets_sold": sales.c.tickets_sold + insert.excluded.tickets_sold,
-                    "tickets_refunded": sales.c.tickets_refunded + insert.excluded.tickets_refunded,
-                    "gross_minor": sales.c.gross_minor + insert.excluded.gross_minor,
-                    "refunded_minor": sales.c.refunded_minor + insert.excluded.refunded_minor,
-                    "update_time": sa.func.now(),
-                },
-            )
-        )
 
     async def report(self, event_id: uuid.UUID) -> list[TierSales]:
         rows = await self._conn.execute(
@@ -420,3 +343,99 @@ class SalesBook:
             )
             for r in rows
         ]
+
+
+def _columns(seat_list: Sequence[SeatRef]) -> tuple[list[int], list[int], list[int]]:
+    """Seats as the three arrays (tiers, rows, numbers) the statements unnest."""
+    return (
+        [s.tier.value for s in seat_list],
+        [s.row for s in seat_list],
+        [s.number for s in seat_list],
+    )
+
+
+_SEATS_IN = "(tier, row, number) IN (SELECT * FROM unnest(%s::smallint[], %s::int[], %s::int[]))"
+
+
+class SalePath:
+    """The statements a sale runs, each one round trip in autocommit (runtime.pg)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def sell(
+        self, event_id: uuid.UUID, seat_list: Sequence[SeatRef], booking_id: uuid.UUID, fence: int
+    ) -> bool:
+        """Sells every seat to the booking, or (returning False) none of them."""
+        row = await self._db.fetchone(
+            "SELECT sell_seats(%s, %s::smallint[], %s::int[], %s::int[], %s, %s) AS sold",
+            (event_id, *_columns(seat_list), booking_id, fence),
+        )
+        return bool(row and row.sold)
+
+    async def sold_among(self, event_id: uuid.UUID, seat_list: Sequence[SeatRef]) -> set[SeatRef]:
+        rows = await self._db.fetchall(
+            f"SELECT tier, row, number FROM seats WHERE event_id = %s AND status = 'SOLD' "
+            f"AND {_SEATS_IN}",
+            (event_id, *_columns(seat_list)),
+        )
+        return {_seat(r) for r in rows}
+
+    async def sold_seats(self, event_id: uuid.UUID) -> list[tuple[SeatRef, str]]:
+        """Every sold seat of the event with the booking that bought it."""
+        rows = await self._db.fetchall(
+            "SELECT tier, row, number, booking_id FROM seats "
+            "WHERE event_id = %s AND status = 'SOLD'",
+            (event_id,),
+        )
+        return [(_seat(r), str(r.booking_id)) for r in rows]
+
+    async def sold_counts(
+        self, event_ids: Sequence[uuid.UUID]
+    ) -> dict[tuple[uuid.UUID, Tier], int]:
+        rows = await self._db.fetchall(
+            "SELECT event_id, tier, sold FROM event_tiers WHERE event_id = ANY(%s)",
+            (list(event_ids),),
+        )
+        return {(r.event_id, Tier(r.tier)): r.sold for r in rows}
+
+    async def record_sales(
+        self, message_id: str, event_id: uuid.UUID, currency: str, changes: Sequence[TierChange]
+    ) -> bool:
+        """Moves the report by one message's changes, once per message id; False
+        if the message was seen before."""
+        ordered = sorted(changes)  # tier order: two messages never lock rows crosswise
+        row = await self._db.fetchone(
+            """
+            WITH first AS (
+                INSERT INTO processed_messages (message_id) VALUES (%s)
+                ON CONFLICT DO NOTHING RETURNING message_id
+            ), moved AS (
+                INSERT INTO sales AS s (event_id, tier, currency, tickets_sold,
+                                        tickets_refunded, gross_minor, refunded_minor)
+                SELECT %s, u.tier, %s, u.sold, u.refunded, u.gross, u.refunded_minor
+                  FROM unnest(%s::smallint[], %s::int[], %s::int[], %s::bigint[], %s::bigint[])
+                       AS u(tier, sold, refunded, gross, refunded_minor)
+                 WHERE EXISTS (SELECT 1 FROM first)
+                ON CONFLICT (event_id, tier) DO UPDATE SET
+                    tickets_sold = s.tickets_sold + excluded.tickets_sold,
+                    tickets_refunded = s.tickets_refunded + excluded.tickets_refunded,
+                    gross_minor = s.gross_minor + excluded.gross_minor,
+                    refunded_minor = s.refunded_minor + excluded.refunded_minor,
+                    update_time = now()
+                RETURNING 1
+            )
+            SELECT count(*) AS first FROM first
+            """,
+            (
+                message_id,
+                event_id,
+                currency,
+                [c.tier.value for c in ordered],
+                [c.sold for c in ordered],
+                [c.refunded for c in ordered],
+                [c.gross_minor for c in ordered],
+                [c.refunded_minor for c in ordered],
+            ),
+        )
+        return bool(row and row.first)

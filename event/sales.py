@@ -10,7 +10,7 @@ from google.protobuf.message import DecodeError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from event.domain import EventInfo, Tier
-from event.repository import SalesBook, TierSales
+from event.repository import SalePath, SalesBook, TierChange, TierSales
 from event.service import EventUseCases
 from runtime.consumer import Delivery, PoisonMessage
 from runtime.errors import permission_denied
@@ -27,8 +27,9 @@ class SalesReports:
     QUEUE = "event.sales"
     ROUTING_KEYS = ("booking.confirmed", "booking.cancelled")
 
-    def __init__(self, engine: AsyncEngine, events: EventUseCases) -> None:
+    def __init__(self, engine: AsyncEngine, sale_path: SalePath, events: EventUseCases) -> None:
         self._engine = engine
+        self._sale_path = sale_path
         self._events = events
 
     async def record(self, delivery: Delivery) -> None:
@@ -44,21 +45,21 @@ class SalesReports:
         except (DecodeError, ValueError) as exc:
             raise PoisonMessage(f"unreadable {delivery.message_type}: {exc}") from exc
         sold = isinstance(message, messages_pb2.BookingConfirmed)
-        async with self._engine.begin() as conn:
-            book = SalesBook(conn)
-            if not await book.first_delivery(delivery.message_id):
-                return  # a redelivery: counted already
-            for tier, prices in by_tier.items():
-                count, amount = len(prices), sum(prices)
-                await book.add(
-                    event_id,
-                    tier,
-                    booking.total.currency_code,
-                    sold=count if sold else -count,
-                    refunded=0 if sold else count,
-                    gross_minor=amount if sold else 0,
-                    refunded_minor=0 if sold else amount,
-                )
+        changes = [
+            TierChange(
+                tier,
+                sold=len(prices) if sold else -len(prices),
+                refunded=0 if sold else len(prices),
+                gross_minor=sum(prices) if sold else 0,
+                refunded_minor=0 if sold else sum(prices),
+            )
+            for tier, prices in by_tier.items()
+        ]
+        # One statement: the dedupe row and the report move together, so a
+        # redelivery is counted once.
+        await self._sale_path.record_sales(
+            delivery.message_id, event_id, booking.total.currency_code, changes
+        )
 
     async def report(self, who: Caller, event_id: str) -> tuple[EventInfo, list[TierSales]]:
         info = await self._events.event_info(event_id)

@@ -1,13 +1,17 @@
 """Event use cases: the catalogue, seat maps and the hold/sell lifecycle.
 
 PostgreSQL is the authority on what is sold; Redis on what is held. A hold
-is taken in Redis only for seats PostgreSQL does not show as sold, and a
-sale commits in PostgreSQL only while the hold is still the caller's.
+is taken in Redis only for seats not marked sold there (markers rebuilt from
+PostgreSQL whenever Redis lost them, see event.holds), and a sale commits in
+PostgreSQL only while the hold is still the caller's, with the fencing token
+and the unique index on live sales as the last word.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -15,12 +19,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import grpc
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from event import domain
 from event.domain import EventInfo, SeatRef, Tier, TierPlan
-from event.holds import Hold, HoldStore
-from event.repository import AVAILABLE, SOLD, Catalog
+from event.holds import Hold, HoldStore, MarkersMissing, Refusal
+from event.repository import AVAILABLE, SOLD, Catalog, SalePath
 from runtime import pagination
 from runtime.db import in_transaction
 from runtime.errors import ServiceError, bad_field, not_found, parse_uuid
@@ -83,12 +87,28 @@ def seats_unavailable(
 
 
 class EventUseCases:
-    def __init__(self, engine: AsyncEngine, holds: HoldStore, hold_ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        sale_path: SalePath,
+        holds: HoldStore,
+        hold_ttl_seconds: int,
+        availability_cache_seconds: float,
+    ) -> None:
         self._engine = engine
+        self._sale_path = sale_path
         self._holds = holds
         self._hold_ttl_seconds = hold_ttl_seconds
         # Events never change once created, so every replica may cache them.
         self._events: OrderedDict[uuid.UUID, EventInfo] = OrderedDict()
+        # A crowd refreshing the seat map must not compete with the buyers: each
+        # replica answers GetEvent from a snapshot, dropped when this replica
+        # changes the event and at most this old otherwise (other replicas'
+        # changes), so it is recomputed at most once per change, not per read.
+        self._availability_ttl = availability_cache_seconds
+        self._availability: dict[uuid.UUID, tuple[float, EventView]] = {}
+        self._rebuilds: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self._marks_owed: list[tuple[str, Sequence[SeatRef], str]] = []
 
     async def create_event(
         self,
@@ -120,7 +140,16 @@ class EventUseCases:
 
     async def get_event(self, event_id: str) -> EventView:
         info = await self.event_info(event_id)
-        return (await self._with_availability([info]))[0]
+        now = time.monotonic()
+        cached = self._availability.get(info.event_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        view = (await self._with_availability([info]))[0]
+        if self._availability_ttl > 0:
+            if len(self._availability) > 10_000:
+                self._availability.clear()
+            self._availability[info.event_id] = (now + self._availability_ttl, view)
+        return view
 
     async def list_events(
         self, page_size: int, page_token: str, include_started: bool
@@ -168,22 +197,58 @@ class EventUseCases:
             raise bad_field("owner", "is required")
         if not 0 <= ttl_seconds <= MAX_HOLD_TTL_SECONDS:
             raise bad_field("ttl_seconds", f"must be between 0 and {MAX_HOLD_TTL_SECONDS}")
-        async with self._engine.connect() as conn:
-            sold = await Catalog(conn).sold_among(info.event_id, wanted)
-        if sold:
-            raise seats_unavailable([s.seat_id for s in sold])
         ttl_ms = (ttl_seconds or self._hold_ttl_seconds) * 1000
-        outcome = await self._holds.lock(str(info.event_id), wanted, owner, ttl_ms)
-        if isinstance(outcome, list):
-            raise seats_unavailable(outcome)
+        await self._pay_marks_owed()
+        outcome = await self._hold(info, wanted, owner, ttl_ms)
+        if isinstance(outcome, Refusal) and outcome.sold_markers:
+            # A marker can outlive its sale (a return racing a rebuild);
+            # PostgreSQL decides, and markers it disowns go.
+            marked = {domain.parse_seat_id(k): v for k, v in outcome.sold_markers.items()}
+            sold = await self._sale_path.sold_among(info.event_id, [s for s in marked if s])
+            stale = {s: m for s, m in marked.items() if s is not None and s not in sold}
+            if stale:
+                log.warning("dropping %d stale sold markers of %s", len(stale), info.event_id)
+                await self._holds.drop_markers(str(info.event_id), stale)
+                outcome = await self._hold(info, wanted, owner, ttl_ms)
+        if isinstance(outcome, Refusal):
+            raise seats_unavailable(outcome.taken)
+        self._availability.pop(info.event_id, None)
         return HoldResult(owner, outcome, info, wanted)
+
+    async def _hold(
+        self, info: EventInfo, seats: Sequence[SeatRef], owner: str, ttl_ms: int
+    ) -> Hold | Refusal:
+        try:
+            return await self._holds.lock(str(info.event_id), seats, owner, ttl_ms)
+        except MarkersMissing:
+            await self._restore_markers(info.event_id)
+            return await self._holds.lock(str(info.event_id), seats, owner, ttl_ms)
+
+    async def _restore_markers(self, event_id: uuid.UUID) -> None:
+        """Rebuilds the event's sold markers from PostgreSQL, once however many
+        holds are waiting for them."""
+        task = self._rebuilds.get(event_id)
+        if task is None:
+
+            async def rebuild() -> None:
+                try:
+                    sold = await self._sale_path.sold_seats(event_id)
+                    await self._holds.restore_sold_markers(str(event_id), sold)
+                    log.info("rebuilt %d sold markers of %s", len(sold), event_id)
+                finally:
+                    del self._rebuilds[event_id]
+
+            task = self._rebuilds[event_id] = asyncio.ensure_future(rebuild())
+        await asyncio.shield(task)
 
     async def release(self, event_id: str, seat_ids: Sequence[str], owner: str) -> list[str]:
         info = await self.event_info(event_id)
         seats = domain.check_seat_request(seat_ids, info)
         if not owner:
             raise bad_field("owner_token", "is required")
-        return await self._holds.release(str(info.event_id), seats, owner)
+        released = await self._holds.release(str(info.event_id), seats, owner)
+        self._availability.pop(info.event_id, None)
+        return released
 
     async def confirm(
         self,
@@ -204,32 +269,37 @@ class EventUseCases:
             str(info.event_id), seats, owner, booking_id, CONFIRM_GRACE_MS
         )
         if lost:
-            if await self._sold_to(info, booking, seats):
+            if set(seats) <= set(await self._sold_to(info, booking)):
                 return info, seats  # a retry of a sale that committed; Redis forgot it
             raise seats_unavailable(lost, grpc.StatusCode.FAILED_PRECONDITION, "HOLD_EXPIRED")
 
-        async def sell(conn: AsyncConnection) -> None:
-            catalog = Catalog(conn)
-            if not await catalog.sell(info.event_id, seats, booking, fencing_token):
-                already = set(await catalog.sold_to(info.event_id, booking))
-                if not set(seats) <= already:  # else: a retry of a sale that committed
-                    raise seats_unavailable(
-                        [s.seat_id for s in seats if s not in already],
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                    )
-
-        await in_transaction(self._engine, sell)
+        if not await self._sale_path.sell(info.event_id, seats, booking, fencing_token):
+            already = set(await self._sold_to(info, booking))
+            if not set(seats) <= already:  # else: a retry of a sale that committed
+                raise seats_unavailable(
+                    [s.seat_id for s in seats if s not in already],
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                )
+        self._availability.pop(info.event_id, None)
         try:
             await self._holds.mark_sold(str(info.event_id), seats, booking_id)
         except ServiceError:
-            # The sale stands; the holds lapse on their own and PostgreSQL keeps
-            # refusing holds on these seats.
-            log.warning("sold %s but could not mark it in Redis", booking_id)
+            # The sale stands. Holds trust the markers, so they are owed: the next
+            # hold on this replica writes them first, well within the stretched
+            # hold (CONFIRM_GRACE_MS) that keeps these seats from anyone else.
+            log.warning("sold %s but could not mark it in Redis yet", booking_id)
+            self._marks_owed.append((str(info.event_id), seats, booking_id))
         return info, seats
 
-    async def _sold_to(self, info: EventInfo, booking: uuid.UUID, seats: Sequence[SeatRef]) -> bool:
+    async def _pay_marks_owed(self) -> None:
+        while self._marks_owed:
+            event_id, seats, booking_id = self._marks_owed[0]
+            await self._holds.mark_sold(event_id, seats, booking_id)
+            self._marks_owed.pop(0)
+
+    async def _sold_to(self, info: EventInfo, booking: uuid.UUID) -> list[SeatRef]:
         async with self._engine.connect() as conn:
-            return set(seats) <= set(await Catalog(conn).sold_to(info.event_id, booking))
+            return await Catalog(conn).sold_to(info.event_id, booking)
 
     async def return_seats(self, event_id: str, booking_id: str) -> list[SeatRef]:
         info = await self.event_info(event_id)
@@ -238,6 +308,7 @@ class EventUseCases:
             self._engine, lambda conn: Catalog(conn).unsell(info.event_id, booking)
         )
         await self._holds.unmark_sold(str(info.event_id), ever_sold, booking_id)
+        self._availability.pop(info.event_id, None)
         return ever_sold
 
     async def event_info(self, event_id: str) -> EventInfo:
@@ -267,8 +338,7 @@ class EventUseCases:
         if not infos:
             return []
         ids = [i.event_id for i in infos]
-        async with self._engine.connect() as conn:
-            sold = await Catalog(conn).sold_counts(ids)
+        sold = await self._sale_path.sold_counts(ids)
         held = await self._holds.held_counts([str(i) for i in ids])
         return [
             EventView(

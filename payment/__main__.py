@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 from payment.api import PaymentServicer
+from payment.repository import Charges
 from payment.service import PaymentUseCases
 from runtime import cli, db
 from runtime.config import Settings, env_float
+from runtime.pg import Database
 from runtime.server import GrpcService
 from ticketing.payment.v1 import payment_pb2, payment_pb2_grpc
 
 
 async def build(settings: Settings) -> GrpcService:
     engine = db.async_engine(settings)
-    use_cases = PaymentUseCases(engine, env_float("PAYMENT_LATENCY_MS", 0.0) / 1000)
+    database = Database(settings.database_url, settings.db_pool_size)
+    use_cases = PaymentUseCases(
+        engine, Charges(database), env_float("PAYMENT_LATENCY_MS", 0.0) / 1000
+    )
     service = GrpcService(settings)
     service.add(
         payment_pb2.DESCRIPTOR.services_by_name["PaymentService"],
         payment_pb2_grpc.add_PaymentServiceServicer_to_server,
         PaymentServicer(use_cases),
     )
-    service.workers.append(db.disposing(engine))
+    service.workers += [db.disposing(engine), database]
     return service
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from payment.domain import Payment, State
+from runtime.pg import Database
 
 metadata = sa.MetaData()
 
@@ -58,6 +59,35 @@ def _payment(row: sa.Row) -> Payment:
     return Payment(**{**row._mapping, "state": State(row.state)})
 
 
+_COLUMNS = [f.name for f in dataclasses.fields(Payment)]
+_ADD_CHARGE = (
+    f"INSERT INTO payments ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join(f'%({c})s' for c in _COLUMNS)}) "
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING *"
+)
+
+
+class Charges:
+    """The charge on the sale path, one autocommit statement (runtime.pg)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add_or_get(self, payment: Payment) -> Payment:
+        """Stores the payment, or returns the one already stored under its key.
+
+        Concurrent calls with one key all insert; the unique key lets exactly one
+        row in and makes the others wait for it, then they all read that winner.
+        """
+        row = await self._db.fetchone(_ADD_CHARGE, _columns(payment))
+        if row is None:
+            row = await self._db.fetchone(
+                "SELECT * FROM payments WHERE idempotency_key = %s", (payment.idempotency_key,)
+            )
+            assert row is not None, "the row that won the insert is committed and visible"
+        return Payment(**{**row._asdict(), "state": State(row.state)})
+
+
 def _columns(payment: Payment) -> dict[str, object]:
     return {**dataclasses.asdict(payment), "state": payment.state.value}
 
@@ -67,25 +97,6 @@ class Payments:
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
-
-    async def add_or_get(self, payment: Payment) -> Payment:
-        """Stores the payment, or returns the one already stored under its key.
-
-        Concurrent calls with one key all insert; the unique key lets exactly one
-        row in and makes the others wait for it, then they all read that winner.
-        """
-        added = await self._conn.execute(
-            pg.insert(payments)
-            .values(**_columns(payment))
-            .on_conflict_do_nothing(index_elements=[payments.c.idempotency_key])
-            .returning(payments)
-        )
-        inserted = added.first()
-        if inserted is not None:  # the usual case: one statement
-            return _payment(inserted)
-        stored = await self.by_key(payment.idempotency_key)
-        assert stored is not None, "the row that won the insert is committed and visible"
-        return stored
 
     async def by_key(self, idempotency_key: str) -> Payment | None:
         row = (

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from payment import domain
 from payment.domain import ChargeOrder, Payment
-from payment.repository import Payments
+from payment.repository import Charges, Payments
 from runtime.errors import bad_field, not_found, parse_uuid
 from runtime.identity import Caller
 
@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 
 
 class PaymentUseCases:
-    def __init__(self, engine: AsyncEngine, latency_seconds: float = 0.0) -> None:
+    def __init__(self, engine: AsyncEngine, charges: Charges, latency_seconds: float = 0.0) -> None:
         self._engine = engine
+        self._charges = charges
         # How long the simulated processor takes to answer, so benchmarks can
         # model a real one; 0 answers at once.
         self._latency_seconds = latency_seconds
@@ -40,8 +41,7 @@ class PaymentUseCases:
         # A concurrent call with the same key may have got here too; the database
         # keeps the first and every caller gets that one. The simulated processor
         # moves no money, so a losing attempt's answer is simply dropped.
-        async with self._engine.begin() as conn:
-            stored = await Payments(conn).add_or_get(attempt)
+        stored = await self._charges.add_or_get(attempt)
         domain.ensure_same_charge(stored, charge)
         if stored.payment_id == attempt.payment_id:
             log.info(

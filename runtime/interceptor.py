@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
+import psycopg
 import sqlalchemy.exc
 from google.protobuf.descriptor import ServiceDescriptor
 
@@ -97,9 +98,9 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 if err.code is not grpc.StatusCode.INVALID_ARGUMENT:
                     log.info("refused: %s", err)
                 failure = err
-            except sqlalchemy.exc.OperationalError as exc:
+            except (sqlalchemy.exc.OperationalError, psycopg.OperationalError) as exc:
                 # The database is down or out of connections: say so, retryably.
-                log.warning("database unavailable in %s: %s", method, exc.orig)
+                log.warning("database unavailable in %s: %s", method, exc)
                 failure = DATABASE_UNAVAILABLE
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED

@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from dataclasses import dataclass, field
+from typing import Any
 
 import pika
 import pika.exceptions
@@ -78,6 +80,34 @@ DROP_NOTIFY_TRIGGER = """
 DROP TRIGGER IF EXISTS outbox_notify ON outbox;
 DROP FUNCTION IF EXISTS outbox_notify();
 """
+
+
+# For services that write their outbox rows with psycopg (runtime.pg): the
+# head of the INSERT, to be completed with a VALUES or SELECT of OutboxMessage.row().
+INSERT_OUTBOX_ROW = (
+    "INSERT INTO outbox (message_id, routing_key, message_type, payload, correlation_id)"
+)
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    routing_key: str
+    message: Message | None
+    message_id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+    @classmethod
+    def none(cls) -> OutboxMessage:
+        """No message: its row() makes a statement that announces nothing."""
+        return cls("", None)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "routing_key": self.routing_key,
+            "message_type": self.message.DESCRIPTOR.full_name if self.message else "",
+            "payload": self.message.SerializeToString() if self.message else b"",
+            "correlation_id": request_id_var.get(),
+        }
 
 
 async def enqueue(

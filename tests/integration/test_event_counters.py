@@ -17,10 +17,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from event.domain import SeatRef, Tier, TierPlan
 from event.holds import HoldStore
-from event.repository import Catalog, seat_sales
+from event.repository import SalePath, seat_sales
 from event.service import EventUseCases
 from runtime.errors import ServiceError
 from runtime.identity import Caller, Role
+from runtime.pg import Database
 from scripts.mesh import Mesh
 
 SEATS = [f"standard-{r}-{n}" for r in (1, 2) for n in (1, 2, 3)] + ["vip-1-1", "vip-1-2", "vip-1-3"]
@@ -37,16 +38,25 @@ operation = st.tuples(
 class Harness:
     def __init__(self, mesh: Mesh) -> None:
         self.engine = create_async_engine(mesh.env["EVENT_DATABASE_URL"], pool_size=5)
+        self.database = Database(mesh.env["EVENT_DATABASE_URL"], 5)
+        self.sale_path = SalePath(self.database)
         self.holds = HoldStore.connect(mesh.env["REDIS_URL"])
-        self.events = EventUseCases(self.engine, self.holds, hold_ttl_seconds=60)
+        self.events = EventUseCases(
+            self.engine, self.sale_path, self.holds, 60, availability_cache_seconds=0
+        )
+
+    async def open(self) -> Harness:
+        await self.database.open()
+        return self
 
     async def close(self) -> None:
+        await self.database.close()
         await self.holds.aclose()
         await self.engine.dispose()
 
 
 async def run_scenario(mesh: Mesh, operations: list[tuple[str, int, list[str]]]) -> None:
-    harness = Harness(mesh)
+    harness = await Harness(mesh).open()
     try:
         view = await harness.events.create_event(
             ORGANIZER, "Prop", "", "Hall", datetime.now(UTC) + timedelta(days=1), PLANS
@@ -133,7 +143,7 @@ def test_counters_equal_a_recount(mesh: Mesh, operations: list) -> None:
 
 def test_racing_sales_of_one_seat_have_exactly_one_winner(mesh: Mesh) -> None:
     async def race() -> None:
-        harness = Harness(mesh)
+        harness = await Harness(mesh).open()
         try:
             view = await harness.events.create_event(
                 ORGANIZER, "Race", "", "Hall", datetime.now(UTC) + timedelta(days=1), PLANS
@@ -142,8 +152,7 @@ def test_racing_sales_of_one_seat_have_exactly_one_winner(mesh: Mesh) -> None:
             seat = [SeatRef(Tier.VIP, 1, 1)]
 
             async def sell(fence: int) -> bool:
-                async with harness.engine.begin() as conn:
-                    return await Catalog(conn).sell(event_id, seat, uuid.uuid4(), fence)
+                return await harness.sale_path.sell(event_id, seat, uuid.uuid4(), fence)
 
             outcomes = await asyncio.gather(*(sell(f) for f in range(1, 9)))
             assert outcomes.count(True) == 1

@@ -182,9 +182,29 @@ def test_database_refuses_a_second_sale_even_if_redis_lies(events, event, store)
         "SEAT_UNAVAILABLE",
     )
     assert tier_counts(events, event)["TIER_VIP"][2] == 1
-    # With the marker gone entirely, LockSeat still asks PostgreSQL.
-    store.delete(f"ev:{{{event.event_id}}}:hold:vip-2-5")
-    assert error_details(fails(lock, events, event, ["vip-2-5"], "x")).reason == "SEAT_UNAVAILABLE"
+
+
+def test_holds_rebuild_sold_markers_after_redis_lost_them(events, event, store) -> None:
+    buyer = str(uuid.uuid4())
+    confirm(events, event, ["vip-2-3"], lock(events, event, ["vip-2-3"], buyer), buyer)
+    marker = f"ev:{{{event.event_id}}}:hold:vip-2-3"
+    assert store.get(marker) == f"sold:{buyer}"
+    # Redis loses the event's keys (a restart without persistence): the marker and
+    # the flag that says the markers are complete go together.
+    store.delete(marker, f"ev:{{{event.event_id}}}:markers")
+    refused = error_details(fails(lock, events, event, ["vip-2-3"], "next-buyer"))
+    assert (refused.code, refused.reason) == (grpc.StatusCode.ABORTED, "SEAT_UNAVAILABLE")
+    assert store.get(marker) == f"sold:{buyer}"  # rebuilt from PostgreSQL
+    assert store.get(f"ev:{{{event.event_id}}}:markers") is not None
+
+
+def test_a_marker_postgresql_disowns_does_not_block_a_hold(events, event, store) -> None:
+    lock(events, event, ["vip-2-4"], "warm-up")  # the markers of this event are complete
+    stale = f"ev:{{{event.event_id}}}:hold:vip-1-5"
+    store.set(stale, f"sold:{uuid.uuid4()}")  # a sale since returned, say
+    held = lock(events, event, ["vip-1-5"], "buyer")
+    assert held.fencing_token > 0
+    assert store.get(stale) == "buyer"
 
 
 @pytest.mark.parametrize(
