@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 from auth.api import AuthServicer
 from auth.domain import Passwords
 from auth.service import AuthUseCases
@@ -20,7 +23,14 @@ async def build(settings: Settings) -> GrpcService:
     passwords = Passwords(
         time_cost=env_int("ARGON2_TIME_COST", 2), memory_kib=env_int("ARGON2_MEMORY_KIB", 19456)
     )
-    use_cases = AuthUseCases(engine, keys, passwords, settings.jwt_issuer, settings.jwt_audience)
+    # Hashing more passwords at once than there are cores buys no throughput,
+    # only memory (ARGON2_MEMORY_KIB apiece): a burst of logins queues instead.
+    hashing = ThreadPoolExecutor(
+        max_workers=env_int("ARGON2_WORKERS", os.cpu_count() or 1), thread_name_prefix="argon2"
+    )
+    use_cases = AuthUseCases(
+        engine, keys, passwords, hashing, settings.jwt_issuer, settings.jwt_audience
+    )
     await use_cases.ensure_admin(
         env_str("ADMIN_EMAIL", "admin@example.com"), env_str("ADMIN_PASSWORD", "admin-change-me")
     )

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,6 +25,8 @@ from runtime.signing import KeyRing
 from ticketing.auth.v1 import messages_pb2
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -47,12 +52,17 @@ class AuthUseCases:
         engine: AsyncEngine,
         keys: KeyRing,
         passwords: domain.Passwords,
+        hashing: Executor,
         issuer: str,
         audience: str,
     ) -> None:
+        """`hashing` runs every argon2 hash and check: each holds argon2's memory
+        cost (~19 MiB) and a core while it runs, so the executor's worker count
+        caps the memory and CPU a burst of logins can take; the rest queue."""
         self._engine = engine
         self._keys = keys
         self._passwords = passwords
+        self._hashing = hashing
         self._issuer = issuer
         self._audience = audience
 
@@ -71,7 +81,7 @@ class AuthUseCases:
             role,
             datetime.now(UTC),
         )
-        password_hash = await asyncio.to_thread(self._passwords.hash, password)
+        password_hash = await self._argon2(self._passwords.hash, password)
         async with self._engine.begin() as conn:
             if not await Accounts(conn).add_user(user, password_hash):
                 raise ServiceError(
@@ -100,13 +110,19 @@ class AuthUseCases:
         async with self._engine.connect() as conn:
             found = await Accounts(conn).by_email(domain.normalize_email(email))
         user, password_hash = found if found else (None, None)
-        if not await asyncio.to_thread(self._passwords.verify, password_hash, password):
+        if not await self._argon2(self._passwords.verify, password_hash, password):
             raise _invalid_credentials()
         assert user is not None and password_hash is not None
+        # Hashed before the transaction: in a burst the hash may queue, and a
+        # pooled connection held meanwhile would starve the other logins.
+        new_hash = (
+            await self._argon2(self._passwords.hash, password)
+            if self._passwords.needs_rehash(password_hash)
+            else None
+        )
         async with self._engine.begin() as conn:
             accounts = Accounts(conn)
-            if self._passwords.needs_rehash(password_hash):
-                new_hash = await asyncio.to_thread(self._passwords.hash, password)
+            if new_hash is not None:
                 await accounts.set_password_hash(user.user_id, new_hash)
             return await self._issue(accounts, user, family_id=uuid.uuid4())
 
@@ -177,6 +193,11 @@ class AuthUseCases:
                     raise  # else another replica created it first
         elif found[0].role is not Role.ADMIN:
             await self.set_role(str(found[0].user_id), Role.ADMIN)
+
+    async def _argon2(self, work: Callable[..., T], *args: object) -> T:
+        # Off the event loop, which keeps serving while the hash runs; not
+        # asyncio.to_thread, whose default pool grows with the core count + 4.
+        return await asyncio.get_running_loop().run_in_executor(self._hashing, work, *args)
 
     async def _issue(self, accounts: Accounts, user: User, family_id: uuid.UUID) -> Tokens:
         now = datetime.now(UTC)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import grpc
 import pika
@@ -12,7 +13,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime.errors import error_details
-from scripts.mesh import Mesh
+from scripts.mesh import Mesh, free_port
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.support import bearer, fails, unique_email
 from ticketing.auth.v1 import auth_pb2, auth_pb2_grpc, messages_pb2
@@ -112,6 +113,34 @@ def test_concurrent_refreshes_of_one_token_yield_one_pair(
         outcomes = list(pool.map(refresh, range(8)))
     winners = [o for o in outcomes if o != "UNAUTHENTICATED"]
     assert len(winners) == 1, outcomes
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    return kib / 1024
+
+
+def test_a_login_burst_queues_for_argon2_and_stays_under_150_mb(mesh: Mesh) -> None:
+    # A process of its own, so its high-water mark is this burst's and no other
+    # test's; two workers whatever the host, so the budget holds on any machine.
+    addr = f"127.0.0.1:{free_port()}"
+    mesh.start_service(
+        "auth", name="auth-burst", env={"AUTH_GRPC_ADDR": addr, "ARGON2_WORKERS": "2"}
+    )
+    try:
+        with grpc.insecure_channel(addr) as channel:
+            auth = auth_pb2_grpc.AuthServiceStub(channel)
+            user = register(auth)
+            login = auth_pb2.LoginRequest(email=user.email, password="s3cret-pass")
+            burst = [auth.Login.future(login, timeout=60) for _ in range(128)]
+            tokens = [call.result() for call in burst]
+            peak = peak_rss_mb(mesh.processes["auth-burst"].pid)
+    finally:
+        mesh.stop("auth-burst")
+    assert len({t.refresh_token for t in tokens}) == len(burst)
+    # ~19 MiB per argon2 check in flight: unbounded, this burst peaks near 200 MB.
+    assert peak < 150, f"auth peaked at {peak:.1f} MB"
 
 
 def test_logout_revokes_the_refresh_token(auth: auth_pb2_grpc.AuthServiceStub) -> None:
