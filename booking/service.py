@@ -259,7 +259,7 @@ class BookingUseCases:
         if not await self._ledger.settle(done, State.PENDING, message):
             return await self._get(booking.booking_id)
         BOOKING_OUTCOMES.labels("confirmed").inc()
-        log.info("booking %s confirmed", booking.booking_id)
+        log.debug("booking %s confirmed", booking.booking_id)  # the ledger is the record
         return done
 
     async def _confirm_seats(self, booking: Booking, reacquire: bool) -> str:

@@ -89,7 +89,8 @@ class Charges:
 
 
 def _columns(payment: Payment) -> dict[str, object]:
-    return {**dataclasses.asdict(payment), "state": payment.state.value}
+    # Not dataclasses.asdict: it deep-copies every field, a tenth of a charge's CPU.
+    return {**{name: getattr(payment, name) for name in _COLUMNS}, "state": payment.state.value}
 
 
 class Payments:

@@ -43,8 +43,9 @@ class PaymentUseCases:
         # moves no money, so a losing attempt's answer is simply dropped.
         stored = await self._charges.add_or_get(attempt)
         domain.ensure_same_charge(stored, charge)
+        # The payments table is the record; a log line per charge is for debugging.
         if stored.payment_id == attempt.payment_id:
-            log.info(
+            log.debug(
                 "charge %s %s %d %s",
                 stored.payment_id,
                 stored.state.name,

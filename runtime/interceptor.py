@@ -62,22 +62,28 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, rules: dict[str, int], verifier: TokenVerifier) -> None:
         self._rules = rules
         self._verifier = verifier
+        # One wrapped handler per method, made on its first call, not per RPC.
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        wrapped = self._wrapped.get(details.method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(details)
         access = self._rules.get(details.method)
         # Health checks and reflection are not ours to wrap.
         if handler is None or access is None or handler.unary_unary is None:
             return handler
-        return grpc.unary_unary_rpc_method_handler(
+        wrapped = self._wrapped[details.method] = grpc.unary_unary_rpc_method_handler(
             self._wrap(details.method, access, handler.unary_unary),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )
+        return wrapped
 
     def _wrap(
         self, method: str, access: int, inner: Callable[[Any, grpc.aio.ServicerContext], Any]
