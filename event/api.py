@@ -20,6 +20,7 @@ _STATUS_TO_PROTO = {
     SeatStatus.SOLD: event_pb2.SEAT_STATUS_SOLD,
 }
 _STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
+AVAILABILITY_CACHE_CONTROL = "public, max-age=1"
 
 
 def money(plan: TierPlan) -> money_pb2.Money:
@@ -154,7 +155,11 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
     async def GetEvent(
         self, request: event_pb2.GetEventRequest, context: grpc.aio.ServicerContext
     ) -> event_pb2.Event:
-        return event_to_proto(await self._events.get_event(request.event_id))
+        view = await self._events.get_event(request.event_id)
+        # Availability may be a second old anyway (a replica's snapshot), so
+        # browsers and caches in front of Envoy may keep it that long too.
+        await context.send_initial_metadata((("cache-control", AVAILABILITY_CACHE_CONTROL),))
+        return event_to_proto(view)
 
     async def ListEvents(
         self, request: event_pb2.ListEventsRequest, context: grpc.aio.ServicerContext

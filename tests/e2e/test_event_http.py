@@ -50,6 +50,8 @@ def test_organizer_creates_an_event(edge: Edge, organizer: str) -> None:
     }
     fetched = edge.get(f"/v1/events/{event['event_id']}")
     assert fetched.status == 200 and fetched.body == event
+    # Availability is served from a snapshot up to a second old; caches may keep it as long.
+    assert fetched.headers["cache-control"] == "public, max-age=1"
 
 
 def test_plain_users_get_403_and_strangers_401(edge: Edge) -> None:
