@@ -299,11 +299,14 @@ sales = sa.Table(
 processed_messages = processed_messages_table(metadata)
 
 
-@dataclasses.dataclass(frozen=True, order=True)
-class TierChange:
+@dataclasses.dataclass(frozen=True)
+class SaleChange:
     """What one booking message does to one tier's line of the sales report."""
 
+    message_id: str
+    event_id: uuid.UUID
     tier: Tier
+    currency: str
     sold: int
     refunded: int
     gross_minor: int
@@ -399,43 +402,46 @@ class SalePath:
         )
         return {(r.event_id, Tier(r.tier)): r.sold for r in rows}
 
-    async def record_sales(
-        self, message_id: str, event_id: uuid.UUID, currency: str, changes: Sequence[TierChange]
-    ) -> bool:
-        """Moves the report by one message's changes, once per message id; False
-        if the message was seen before."""
-        ordered = sorted(changes)  # tier order: two messages never lock rows crosswise
-        row = await self._db.fetchone(
+    async def record_sales(self, changes: Sequence[SaleChange]) -> None:
+        """Moves the report by the changes of every message not seen before, and
+        remembers the messages, in one statement."""
+        if not changes:
+            return
+        await self._db.execute(
             """
-            WITH first AS (
-                INSERT INTO processed_messages (message_id) VALUES (%s)
+            WITH change AS (
+                SELECT * FROM unnest(%s::text[], %s::uuid[], %s::smallint[], %s::text[],
+                                     %s::int[], %s::int[], %s::bigint[], %s::bigint[])
+                       AS c(message_id, event_id, tier, currency, sold, refunded, gross,
+                            refunded_minor)
+            ), first AS (
+                INSERT INTO processed_messages (message_id)
+                SELECT DISTINCT message_id FROM change
                 ON CONFLICT DO NOTHING RETURNING message_id
-            ), moved AS (
-                INSERT INTO sales AS s (event_id, tier, currency, tickets_sold,
-                                        tickets_refunded, gross_minor, refunded_minor)
-                SELECT %s, u.tier, %s, u.sold, u.refunded, u.gross, u.refunded_minor
-                  FROM unnest(%s::smallint[], %s::int[], %s::int[], %s::bigint[], %s::bigint[])
-                       AS u(tier, sold, refunded, gross, refunded_minor)
-                 WHERE EXISTS (SELECT 1 FROM first)
-                ON CONFLICT (event_id, tier) DO UPDATE SET
-                    tickets_sold = s.tickets_sold + excluded.tickets_sold,
-                    tickets_refunded = s.tickets_refunded + excluded.tickets_refunded,
-                    gross_minor = s.gross_minor + excluded.gross_minor,
-                    refunded_minor = s.refunded_minor + excluded.refunded_minor,
-                    update_time = now()
-                RETURNING 1
             )
-            SELECT count(*) AS first FROM first
+            INSERT INTO sales AS s (event_id, tier, currency, tickets_sold, tickets_refunded,
+                                    gross_minor, refunded_minor)
+            SELECT event_id, tier, min(currency), sum(sold), sum(refunded),
+                   sum(gross)::bigint, sum(refunded_minor)::bigint
+              FROM change WHERE message_id IN (SELECT message_id FROM first)
+             GROUP BY event_id, tier
+             -- one order for every batch: two batches never lock rows crosswise
+             ORDER BY event_id, tier
+            ON CONFLICT (event_id, tier) DO UPDATE SET
+                tickets_sold = s.tickets_sold + excluded.tickets_sold,
+                tickets_refunded = s.tickets_refunded + excluded.tickets_refunded,
+                gross_minor = s.gross_minor + excluded.gross_minor,
+                refunded_minor = s.refunded_minor + excluded.refunded_minor,
+                update_time = now()
             """,
             (
-                message_id,
-                event_id,
-                currency,
-                [c.tier.value for c in ordered],
-                [c.sold for c in ordered],
-                [c.refunded for c in ordered],
-                [c.gross_minor for c in ordered],
-                [c.refunded_minor for c in ordered],
+                [c.message_id for c in changes],
+                [c.event_id for c in changes],
+                [c.tier.value for c in changes],
+                [c.currency for c in changes],
+                [c.sold for c in changes],
+                [c.refunded for c in changes],
+                [c.gross_minor for c in changes],
+                [c.refunded_minor for c in changes],
             ),
         )
-        return bool(row and row.first)

@@ -10,7 +10,7 @@ from google.protobuf.message import DecodeError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from event.domain import EventInfo, Tier
-from event.repository import SalePath, SalesBook, TierChange, TierSales
+from event.repository import SaleChange, SalePath, SalesBook, TierSales
 from event.service import EventUseCases
 from runtime.consumer import Delivery, PoisonMessage
 from runtime.errors import permission_denied
@@ -32,7 +32,22 @@ class SalesReports:
         self._sale_path = sale_path
         self._events = events
 
-    async def record(self, delivery: Delivery) -> None:
+    async def record(self, deliveries: list[Delivery]) -> dict[str, PoisonMessage]:
+        """Moves the report by a batch of booking messages in one statement."""
+        poison: dict[str, PoisonMessage] = {}
+        changes: list[SaleChange] = []
+        for delivery in {d.message_id: d for d in deliveries}.values():
+            try:
+                changes += self._changes(delivery)
+            except PoisonMessage as exc:
+                poison[delivery.message_id] = exc
+        # The dedupe rows and the report move together, so a redelivered
+        # message is counted once.
+        await self._sale_path.record_sales(changes)
+        return poison
+
+    @staticmethod
+    def _changes(delivery: Delivery) -> list[SaleChange]:
         if delivery.message_type not in MESSAGE_TYPES:
             raise PoisonMessage(f"no sales effect for {delivery.message_type!r}")
         try:
@@ -45,9 +60,12 @@ class SalesReports:
         except (DecodeError, ValueError) as exc:
             raise PoisonMessage(f"unreadable {delivery.message_type}: {exc}") from exc
         sold = isinstance(message, messages_pb2.BookingConfirmed)
-        changes = [
-            TierChange(
+        return [
+            SaleChange(
+                delivery.message_id,
+                event_id,
                 tier,
+                booking.total.currency_code,
                 sold=len(prices) if sold else -len(prices),
                 refunded=0 if sold else len(prices),
                 gross_minor=sum(prices) if sold else 0,
@@ -55,11 +73,6 @@ class SalesReports:
             )
             for tier, prices in by_tier.items()
         ]
-        # One statement: the dedupe row and the report move together, so a
-        # redelivery is counted once.
-        await self._sale_path.record_sales(
-            delivery.message_id, event_id, booking.total.currency_code, changes
-        )
 
     async def report(self, who: Caller, event_id: str) -> tuple[EventInfo, list[TierSales]]:
         info = await self._events.event_info(event_id)

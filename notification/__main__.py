@@ -10,7 +10,7 @@ from notification.service import NotificationUseCases
 from notification.tickets import TicketSigner
 from runtime import cli, db
 from runtime.config import REPO_ROOT, Settings, env_int, env_str
-from runtime.consumer import Consumer
+from runtime.consumer import Consumer, one_at_a_time
 from runtime.server import GrpcService
 from runtime.signing import KeyRing, ensure_key
 from ticketing.notification.v1 import notification_pb2, notification_pb2_grpc
@@ -51,7 +51,7 @@ async def build(settings: Settings) -> GrpcService:
             settings.amqp_url,
             QUEUE,
             ROUTING_KEYS,
-            use_cases.record,
+            one_at_a_time(use_cases.record),
             prefetch=env_int("NOTIFICATION_PREFETCH", 32),
         ),
     ]

@@ -1,13 +1,16 @@
 """Subscribing to `ticketing.events`: topology, manual acks, dedupe, dead letters.
 
 Each subscriber owns a durable quorum queue bound to the routing keys it
-wants, with a dead-letter exchange routing to `<queue>.dead`. Deliveries are
-acked only after the handler's transaction committed; a handler that fails
-is retried with backoff up to MAX_DELIVERIES times, then the broker
-dead-letters the message. A message that can never be handled (PoisonMessage:
-unparsable, unknown type) goes to the dead-letter queue at once. Handlers
-dedupe on message_id in the same transaction as their effect, so a
-redelivery is acted on once.
+wants, with a dead-letter exchange routing to `<queue>.dead`. Messages are
+handed over in batches of whatever has arrived (up to the prefetch), so a busy
+queue costs one transaction per batch, not per message; a quiet one still
+hands each message over as soon as it arrives. Deliveries are acked only
+after the handler's transaction committed; a batch that fails is retried
+with backoff up to MAX_DELIVERIES times, then the broker dead-letters its
+messages. A message that can never be handled (PoisonMessage: unparsable,
+unknown type) goes to the dead-letter queue at once. Handlers dedupe on
+message_id in the same transaction as their effect, so a redelivery is acted
+on once.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ class PoisonMessage(Exception):
     """The message can never be handled; it goes to the dead-letter queue."""
 
 
+Message = tuple[pika.spec.Basic.Deliver, pika.BasicProperties, bytes]
+
+
 @dataclass(frozen=True)
 class Delivery:
     message_id: str
@@ -51,6 +57,23 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
+# Handles what it can of a batch in one go; returns the messages it never can.
+BatchHandler = Callable[[list[Delivery]], Awaitable[dict[str, PoisonMessage]]]
+
+
+def one_at_a_time(handler: Handler) -> BatchHandler:
+    """A batch handler that hands each message to `handler` in turn."""
+
+    async def handle(deliveries: list[Delivery]) -> dict[str, PoisonMessage]:
+        poison = {}
+        for delivery in deliveries:
+            try:
+                await handler(delivery)
+            except PoisonMessage as exc:
+                poison[delivery.message_id] = exc
+        return poison
+
+    return handle
 
 
 def processed_messages_table(metadata: sa.MetaData) -> sa.Table:
@@ -103,7 +126,7 @@ def declare_subscription(channel: BlockingChannel, queue: str, routing_keys: Seq
 
 
 class Consumer(BackgroundWorker):
-    """Consumes one queue from a background thread, handling each message on the
+    """Consumes one queue from a background thread, handling its messages on the
     service's event loop, for as long as it is entered."""
 
     def __init__(
@@ -111,7 +134,7 @@ class Consumer(BackgroundWorker):
         amqp_url: str,
         queue: str,
         routing_keys: Sequence[str],
-        handler: Handler,
+        handler: BatchHandler,
         prefetch: int = 16,
     ) -> None:
         super().__init__(f"consumer-{queue}")
@@ -127,56 +150,75 @@ class Consumer(BackgroundWorker):
             incoming.basic_qos(prefetch_count=self._prefetch)
             self.connected()
             log.info("consuming %s", self._queue)
+            batch: list[Message] = []
             for method, properties, body in incoming.consume(self._queue, inactivity_timeout=0.5):
                 if self._stop.is_set():
                     break
                 if method is not None:
-                    self._deliver(incoming, method, properties, body)
+                    batch.append((method, properties, body))
+                    if len(batch) < self._prefetch and incoming.get_waiting_message_count():
+                        continue  # more has arrived already: take it in the same batch
+                if batch:
+                    self._deliver(incoming, batch)
+                    batch = []
 
-    def _deliver(
-        self,
-        channel: BlockingChannel,
-        method: pika.spec.Basic.Deliver,
-        properties: pika.BasicProperties,
-        body: bytes,
-    ) -> None:
-        headers = properties.headers or {}
-        delivery = Delivery(
-            message_id=properties.message_id or "",
-            message_type=properties.type or "",
-            routing_key=method.routing_key,
-            body=body,
-            correlation_id=properties.correlation_id or "",
-            attempt=int(headers.get("x-delivery-count", 0)) + 1,
-        )
+    def _deliver(self, channel: BlockingChannel, batch: list[Message]) -> None:
+        poison: dict[int, PoisonMessage] = {}
+        deliveries: dict[int, Delivery] = {}
+        for method, properties, body in batch:
+            headers = properties.headers or {}
+            delivery = Delivery(
+                message_id=properties.message_id or "",
+                message_type=properties.type or "",
+                routing_key=method.routing_key,
+                body=body,
+                correlation_id=properties.correlation_id or "",
+                attempt=int(headers.get("x-delivery-count", 0)) + 1,
+            )
+            if not delivery.message_id:
+                poison[method.delivery_tag] = PoisonMessage(
+                    "message has no message_id, so it cannot be deduplicated"
+                )
+            else:
+                deliveries[method.delivery_tag] = delivery
         assert self._loop is not None
         try:
-            if not delivery.message_id:
-                raise PoisonMessage("message has no message_id, so it cannot be deduplicated")
-            future = asyncio.run_coroutine_threadsafe(self._handle(delivery), self._loop)
-            future.result(HANDLER_TIMEOUT_SECONDS)
-        except PoisonMessage as exc:
-            log.error("dead-lettering %s (%s): %s", delivery.message_id, delivery.message_type, exc)
-            metrics.MESSAGES_CONSUMED.labels(self._queue, "dead_lettered").inc()
-            channel.basic_nack(method.delivery_tag, requeue=False)
+            handling = asyncio.run_coroutine_threadsafe(
+                self._handle(list(deliveries.values())), self._loop
+            )
+            refused = handling.result(HANDLER_TIMEOUT_SECONDS)
         except Exception:
+            attempt = max((d.attempt for d in deliveries.values()), default=1)
             log.exception(
-                "handling %s failed (attempt %d of %d)",
-                delivery.message_id,
-                delivery.attempt,
+                "handling %d messages failed (attempt %d of %d)",
+                len(deliveries),
+                attempt,
                 MAX_DELIVERIES,
             )
-            metrics.MESSAGES_CONSUMED.labels(self._queue, "retried").inc()
+            metrics.MESSAGES_CONSUMED.labels(self._queue, "retried").inc(len(deliveries))
             # Back off before the broker redelivers; past the limit it dead-letters.
-            time.sleep(min(0.25 * 2**delivery.attempt, 15.0))
-            channel.basic_nack(method.delivery_tag, requeue=True)
+            time.sleep(min(0.25 * 2**attempt, 15.0))
+            for tag in deliveries:
+                channel.basic_nack(tag, requeue=True)
         else:
-            metrics.MESSAGES_CONSUMED.labels(self._queue, "handled").inc()
-            channel.basic_ack(method.delivery_tag)
+            for tag, delivery in deliveries.items():
+                if delivery.message_id in refused:
+                    poison[tag] = refused[delivery.message_id]
+            for tag in deliveries:
+                if tag not in poison:
+                    channel.basic_ack(tag)
+            metrics.MESSAGES_CONSUMED.labels(self._queue, "handled").inc(
+                len(deliveries) - len(poison)
+            )
+        for tag, reason in poison.items():
+            log.error("dead-lettering delivery %d of %s: %s", tag, self._queue, reason)
+            metrics.MESSAGES_CONSUMED.labels(self._queue, "dead_lettered").inc()
+            channel.basic_nack(tag, requeue=False)
 
-    async def _handle(self, delivery: Delivery) -> None:
-        token = request_id_var.set(delivery.correlation_id or delivery.message_id)
+    async def _handle(self, deliveries: list[Delivery]) -> dict[str, PoisonMessage]:
+        first = deliveries[0] if deliveries else None
+        token = request_id_var.set(first.correlation_id or first.message_id if first else "")
         try:
-            await self._handler(delivery)
+            return await self._handler(deliveries) if deliveries else {}
         finally:
             request_id_var.reset(token)

@@ -182,6 +182,18 @@ def test_cancellation_and_failure_emails(
     assert report["tickets_sold"] == 0 and report["net"]["amount_minor"] == "0"
 
 
+def confirmation_payload(mesh: Mesh, booking_id: str) -> bytes:
+    with psycopg.connect(libpq_url(mesh.env["BOOKING_DATABASE_URL"])) as conn:
+        [(payload,)] = conn.execute(
+            "SELECT payload FROM outbox WHERE routing_key = 'booking.confirmed' "
+            "AND message_type = 'ticketing.booking.v1.BookingConfirmed' AND payload IS NOT NULL "
+            "ORDER BY create_time DESC LIMIT 1"
+        ).fetchall()
+    found = messages_pb2.BookingConfirmed.FromString(payload)
+    assert found.booking.booking_id == booking_id
+    return bytes(payload)
+
+
 def republish_outbox_message(mesh: Mesh, booking_id: str) -> None:
     """Sends a booking's BookingConfirmed again, same message_id, as a broker might."""
     with psycopg.connect(libpq_url(mesh.env["BOOKING_DATABASE_URL"])) as conn:
@@ -200,21 +212,28 @@ def republish_outbox_message(mesh: Mesh, booking_id: str) -> None:
 def publish(
     mesh: Mesh, routing_key: str, body: bytes, message_type: str, message_id: str | None
 ) -> None:
+    publish_burst(mesh, routing_key, [(body, message_type, message_id)])
+
+
+def publish_burst(
+    mesh: Mesh, routing_key: str, messages: list[tuple[bytes, str, str | None]]
+) -> None:
+    """Publishes back to back on one channel, so consumers get them as one batch."""
     connection = pika.BlockingConnection(pika.URLParameters(mesh.env["AMQP_URL"]))
     channel = connection.channel()
-    channel.confirm_delivery()
-    channel.basic_publish(
-        "ticketing.events",
-        routing_key,
-        body,
-        pika.BasicProperties(
-            message_id=message_id,
-            type=message_type,
-            delivery_mode=2,
-            content_type="application/x-protobuf",
-        ),
-        mandatory=True,
-    )
+    for body, message_type, message_id in messages:
+        channel.basic_publish(
+            "ticketing.events",
+            routing_key,
+            body,
+            pika.BasicProperties(
+                message_id=message_id,
+                type=message_type,
+                delivery_mode=2,
+                content_type="application/x-protobuf",
+            ),
+            mandatory=True,
+        )
     connection.close()
 
 
@@ -229,6 +248,32 @@ def dead_letters(mesh: Mesh, queue: str) -> list[str]:
         found.append(properties.message_id)
     connection.close()  # unacked: they stay in the dead-letter queue
     return found
+
+
+def test_a_burst_is_counted_once_per_message_with_its_poison_dead_lettered(
+    edge: Edge, event: dict, mesh: Mesh, organizer: str
+) -> None:
+    buyer = register_and_login(edge, "burst")
+    booking = book(edge, buyer.access_token, event["event_id"], ["vip-2-2", "standard-4-5"]).body
+    sales = f"/v1/events/{event['event_id']}/sales"
+    wait_for(lambda: edge.get(sales, token=organizer).body.get("tickets_sold") == 2, "the sale")
+    payload = confirmation_payload(mesh, booking["booking_id"])
+    confirmed = "ticketing.booking.v1.BookingConfirmed"
+    fresh = [str(uuid.uuid4()) for _ in range(10)]
+    garbled = str(uuid.uuid4())
+    burst = [(payload, confirmed, m) for m in fresh]
+    burst += [(payload, confirmed, fresh[0]), (b"\xff not protobuf", confirmed, garbled)]
+    burst += [(payload, confirmed, m) for m in fresh[5:]]  # redelivered within the burst
+    publish_burst(mesh, "booking.confirmed", burst)
+    # Each fresh message id counts its two seats once, however the burst was batched.
+    wait_for(lambda: garbled in dead_letters(mesh, "event.sales"), "the poison dead-lettered")
+    report = wait_for(
+        lambda: (r := edge.get(sales, token=organizer).body).get("tickets_sold") == 22 and r,
+        "the burst counted",
+    )
+    settle()
+    assert edge.get(sales, token=organizer).body == report
+    assert report["gross"]["amount_minor"] == str(11 * 20000)
 
 
 def test_poison_messages_are_dead_lettered_and_consumers_go_on(
