@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from email.message import EmailMessage
-from email.utils import format_datetime
+from email.message import Message as MailMessage
+from email.mime.application import MIMEApplication
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.utils import format_datetime, formataddr, parseaddr
 
 from google.protobuf.message import Message
 
@@ -13,25 +16,32 @@ from ticketing.auth.v1 import messages_pb2 as auth_messages
 from ticketing.booking.v1 import messages_pb2 as booking_messages
 
 
-def compose(notification: Notification, sender: str, signer: TicketSigner) -> EmailMessage:
+def compose(notification: Notification, sender: str, signer: TicketSigner) -> MailMessage:
+    # The email package's legacy classes: with its default policy every header
+    # set is parsed into a class made on the fly, ~0.8 ms of CPU an email.
     message, kind = parse(notification.message_type, notification.payload)
-    email = EmailMessage()
-    email["From"] = sender
+    text = MIMEText(_body(message, kind))  # us-ascii if it can be, else utf-8
+    if isinstance(message, booking_messages.BookingConfirmed):
+        # A boundary of our own: a random one is checked against the whole body
+        # with a regex compiled per email. The notification id is in no body.
+        email: MailMessage = MIMEMultipart(boundary=f"ticketing-{notification.notification_id}")
+        email.attach(text)
+        pdf = MIMEApplication(ticket_pdf(message, signer.token(message)), "pdf")
+        pdf.add_header(
+            "Content-Disposition",
+            "attachment",
+            filename=f"ticket-{message.booking.booking_id}.pdf",
+        )
+        email.attach(pdf)
+    else:
+        email = text
+    email["From"] = formataddr(parseaddr(sender))  # encodes a non-ASCII display name
     email["To"] = notification.recipient
     email["Subject"] = notification.subject
     email["Date"] = format_datetime(notification.create_time)
     # Stable across retries, so a mail client folds a rare duplicate delivery.
     email["Message-ID"] = f"<{notification.notification_id}@ticketing.example.com>"
     email["X-Ticketing-Kind"] = kind.name
-    email.set_content(_body(message, kind))
-    if isinstance(message, booking_messages.BookingConfirmed):
-        pdf = ticket_pdf(message, signer.token(message))
-        email.add_attachment(
-            pdf,
-            maintype="application",
-            subtype="pdf",
-            filename=f"ticket-{message.booking.booking_id}.pdf",
-        )
     return email
 
 

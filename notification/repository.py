@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -110,10 +111,13 @@ class Outbox:
         )
         return sorted((_notification(r) for r in rows), key=lambda n: n.create_time)
 
-    async def mark_sent(self, notification_id: uuid.UUID) -> None:
+    async def mark_sent(self, notification_ids: Sequence[uuid.UUID]) -> None:
+        """All of a batch in one statement: a statement costs more than its rows."""
+        if not notification_ids:
+            return
         await self._conn.execute(
             notifications.update()
-            .where(notifications.c.notification_id == notification_id)
+            .where(notifications.c.notification_id.in_(notification_ids))
             .values(
                 state=State.SENT.value,
                 sent_time=sa.func.now(),

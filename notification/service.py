@@ -79,10 +79,11 @@ class NotificationUseCases:
         outcomes = await asyncio.to_thread(self._compose_and_send, due)
         async with self._engine.begin() as conn:
             outbox = Outbox(conn)
+            await outbox.mark_sent(
+                [n.notification_id for n, error in zip(due, outcomes, strict=True) if error is None]
+            )
             for notification, error in zip(due, outcomes, strict=True):
-                if error is None:
-                    await outbox.mark_sent(notification.notification_id)
-                else:
+                if error is not None:
                     log.warning(
                         "email %s not sent (attempt %d): %s",
                         notification.notification_id,

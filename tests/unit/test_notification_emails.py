@@ -1,0 +1,127 @@
+"""The confirmation email without the mesh: its ticket PDF reads back and its
+QR code verifies; the mailer survives a mail server restart between batches."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import uuid
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+import jwt
+import pytest
+import zxingcpp
+from google.protobuf.timestamp_pb2 import Timestamp
+from PIL import Image
+from pypdf import PdfReader
+
+from notification.domain import Kind, Notification, State, subject
+from notification.emails import compose
+from notification.mailer import Mailer
+from notification.tickets import TicketSigner
+from runtime.signing import KeyRing, generate_key
+from scripts.mail_sink import MailSink
+from scripts.mesh import free_port
+from ticketing.booking.v1 import booking_pb2, messages_pb2
+from ticketing.common.v1 import money_pb2
+from ticketing.event.v1 import event_pb2
+
+SENDER = "Ticketing <tickets@ticketing.example.com>"
+# Wide enough to wrap, with characters Latin-1 lacks and PDF string delimiters.
+TITLE = "Gala (night) \\ of the Œuvres complètes — a very long title to wrap ✓"
+
+
+def confirmation(seats: list[str]) -> Notification:
+    usd = money_pb2.Money(currency_code="USD", amount_minor=5000)
+    message = messages_pb2.BookingConfirmed(
+        booking=booking_pb2.Booking(
+            booking_id=str(uuid.uuid4()),
+            user_id=str(uuid.uuid4()),
+            event_id=str(uuid.uuid4()),
+            seats=[booking_pb2.BookedSeat(seat_id=s, price=usd) for s in seats],
+            total=money_pb2.Money(currency_code="USD", amount_minor=5000 * len(seats)),
+        ),
+        user_email="fan@example.com",
+        event=event_pb2.EventSummary(
+            event_id=str(uuid.uuid4()),
+            title=TITLE,
+            venue="Main Hall",
+            starts_at=Timestamp(seconds=1_900_000_000),
+        ),
+    )
+    return Notification(
+        uuid.uuid4(),
+        uuid.UUID(message.booking.user_id),
+        Kind.BOOKING_CONFIRMED,
+        message.user_email,
+        subject(message, Kind.BOOKING_CONFIRMED),
+        str(uuid.uuid4()),
+        "ticketing.booking.v1.BookingConfirmed",
+        message.SerializeToString(),
+        State.PENDING,
+        0,
+        datetime.now(UTC),
+    )
+
+
+@pytest.fixture
+def keys(tmp_path: Path) -> KeyRing:
+    generate_key(tmp_path)
+    return KeyRing(tmp_path)
+
+
+def received(raw: bytes) -> EmailMessage:
+    return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
+
+
+def test_the_ticket_reads_back_and_its_qr_code_verifies(keys: KeyRing) -> None:
+    seats = [f"standard-1-{n}" for n in range(1, 11)]
+    notification = confirmation(seats)
+    mail = received(compose(notification, SENDER, TicketSigner(keys)).as_bytes())
+    assert mail["Subject"] == f"Your tickets for {TITLE}"
+    assert mail["X-Ticketing-Kind"] == "BOOKING_CONFIRMED"
+    assert "Total paid: 500.00 USD" in mail.get_body(("plain",)).get_content()
+
+    [attachment] = list(mail.iter_attachments())
+    assert attachment.get_content_type() == "application/pdf"
+    pdf = PdfReader(io.BytesIO(attachment.get_content()), strict=True)
+    assert pdf.metadata is not None and pdf.metadata.title == f"Ticket: {TITLE}"
+    [page] = pdf.pages
+    text = page.extract_text()
+    booking_id = messages_pb2.BookingConfirmed.FromString(notification.payload).booking.booking_id
+    for expected in (booking_id, "Main Hall", "standard-1-10  (STANDARD)  50.00 USD", "Œuvres"):
+        assert expected in text
+    assert "?" in text  # the one character Windows-1252 lacks
+    assert "Total 500.00 USD" in text
+
+    [image] = page.images
+    qr = Image.open(io.BytesIO(image.data))
+    [code] = zxingcpp.read_barcodes(qr.resize((qr.width * 4, qr.height * 4), Image.NEAREST))
+    token = code.text
+    claims = jwt.decode(
+        token, keys.public_key(jwt.get_unverified_header(token)["kid"]), algorithms=["ES256"]
+    )
+    assert claims["sub"] == booking_id and claims["seats"] == seats
+
+
+def test_the_mailer_reconnects_after_the_server_restarts(keys: KeyRing) -> None:
+    sink = MailSink(free_port()).start()
+    mailer = Mailer("127.0.0.1", sink.port)
+    try:
+        first, second = (
+            compose(confirmation(["vip-1-1"]), SENDER, TicketSigner(keys)) for _ in "ab"
+        )
+        assert mailer.send([first]) == [None]
+        sink.stop()
+        sink.start()  # the connection kept from the first batch is dead now
+        assert mailer.send([second]) == [None]
+        assert [m["Message-ID"] for m in sink.messages] == [
+            first["Message-ID"],
+            second["Message-ID"],
+        ]
+    finally:
+        mailer.close()
+        sink.stop()
