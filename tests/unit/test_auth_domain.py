@@ -47,15 +47,28 @@ def test_every_bad_field_is_reported_at_once() -> None:
         domain.check_registration("", "short", "  ")
     assert violations(caught.value) == {
         "email": "is required",
-        "password": "must be at least 8 characters",
+        "password": "must be at least 10 characters",
         "display_name": "is required",
     }
 
 
-def test_password_of_exactly_eight_characters_is_enough() -> None:
-    domain.check_registration("a@b.co", "12345678", "A")
+def test_password_of_exactly_ten_characters_is_enough() -> None:
+    domain.check_registration("a@b.co", "x7#kq2!mzw", "A")
     with pytest.raises(ServiceError):
-        domain.check_registration("a@b.co", "1234567", "A")
+        domain.check_registration("a@b.co", "x7#kq2!mz", "A")
+
+
+@pytest.mark.parametrize("common", ["1234567890", "qwertyuiop", "Password123", " 1q2w3e4r5t "])
+def test_a_common_password_is_refused_with_the_reason(common: str) -> None:
+    with pytest.raises(ServiceError) as caught:
+        domain.check_registration("a@b.co", common, "A")
+    assert "most common passwords" in violations(caught.value)["password"]
+
+
+def test_the_shipped_list_is_the_top_ten_thousand() -> None:
+    common = domain.common_passwords()
+    assert len(common) == 10_000
+    assert {"123456", "password", "qwerty"} <= common
 
 
 def test_email_is_normalized() -> None:
