@@ -296,3 +296,12 @@ def test_passwords_and_card_numbers_never_reach_a_log(world: World, mesh: Mesh) 
     for secret in (password, wrong, paying, bad_luhn):
         leaked = [name for name, text in logs.items() if secret in text]
         assert not leaked, f"{secret} is in {leaked}"
+
+
+@pytest.mark.parametrize("size", [14_000, 20_000, 50_000])
+def test_an_overlong_url_is_refused_at_the_edge_not_by_grpc(world: World, size: int) -> None:
+    # Anywhere between the services' 16 KiB metadata limit and Envoy's old 60 KiB
+    # header limit this used to be a 429 carrying gRPC's internal message.
+    reply = world.edge.get("/v1/events?page_token=" + "A" * size)
+    assert reply.status == 431, (reply.status, reply.body)
+    assert isinstance(reply.body, dict) and "metadata" not in reply.body["message"]

@@ -201,3 +201,12 @@ def test_rotation_keeps_old_tokens_valid(keyring: KeyRing, tmp_path: Path) -> No
     assert len(rotated.jwks()) == 2
     verify(rotated, old_token)
     verify(rotated, new_token)
+
+
+def test_failed_logins_wait_twice_as_long_each_time_up_to_the_cap() -> None:
+    from auth.throttle import ThrottlePolicy
+
+    policy = ThrottlePolicy(free_attempts=5, base_delay_seconds=1, max_delay_seconds=900)
+    assert [policy.delay_after(n) for n in range(4, 10)] == [0, 1, 2, 4, 8, 16]
+    assert policy.delay_after(15) == 900
+    assert policy.delay_after(10**6) == 900
