@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 
 from auth.api import AuthServicer
 from auth.domain import Passwords
 from auth.service import AuthUseCases
+from auth.throttle import LoginThrottle, ThrottlePolicy
 from runtime import cli, db
-from runtime.config import Settings, env_int, env_str
+from runtime.config import Settings, env_float, env_int, env_str
 from runtime.identity import TokenVerifier
 from runtime.outbox import OutboxRelay
 from runtime.server import GrpcService
 from runtime.signing import KeyRing, ensure_key, generate_key
 from ticketing.auth.v1 import auth_pb2, auth_pb2_grpc
 
+# The README's development admin password: anyone can read it, so nothing
+# but a developer's own machine may run with it.
+DEFAULT_ADMIN_PASSWORD = "admin-change-me"
+
+
+def admin_password(settings: Settings) -> str:
+    password = env_str("ADMIN_PASSWORD", DEFAULT_ADMIN_PASSWORD)
+    if settings.environment != "development" and password == DEFAULT_ADMIN_PASSWORD:
+        raise SystemExit(
+            f"auth: refusing to start in ENVIRONMENT={settings.environment} with the documented "
+            "default admin password; set ADMIN_PASSWORD to a secret one"
+        )
+    return password
+
 
 async def build(settings: Settings) -> GrpcService:
+    password = admin_password(settings)
     keys = KeyRing(settings.keys_dir)
     engine = db.async_engine(settings)
     passwords = Passwords(
@@ -28,12 +45,18 @@ async def build(settings: Settings) -> GrpcService:
     hashing = ThreadPoolExecutor(
         max_workers=env_int("ARGON2_WORKERS", os.cpu_count() or 1), thread_name_prefix="argon2"
     )
+    throttle = LoginThrottle.connect(
+        settings.redis_url,
+        ThrottlePolicy(
+            free_attempts=env_int("LOGIN_FREE_ATTEMPTS", 5),
+            base_delay_seconds=env_float("LOGIN_DELAY_BASE_SECONDS", 1.0),
+            max_delay_seconds=env_float("LOGIN_DELAY_MAX_SECONDS", 900.0),
+        ),
+    )
     use_cases = AuthUseCases(
-        engine, keys, passwords, hashing, settings.jwt_issuer, settings.jwt_audience
+        engine, keys, passwords, hashing, throttle, settings.jwt_issuer, settings.jwt_audience
     )
-    await use_cases.ensure_admin(
-        env_str("ADMIN_EMAIL", "admin@example.com"), env_str("ADMIN_PASSWORD", "admin-change-me")
-    )
+    await use_cases.ensure_admin(env_str("ADMIN_EMAIL", "admin@example.com"), password)
 
     async def local_key(kid: str) -> object | None:
         return keys.public_key(kid)
@@ -46,7 +69,11 @@ async def build(settings: Settings) -> GrpcService:
         auth_pb2_grpc.add_AuthServiceServicer_to_server,
         AuthServicer(use_cases, keys),
     )
-    service.workers += [db.disposing(engine), OutboxRelay(settings.database_url, settings.amqp_url)]
+    service.workers += [
+        db.disposing(engine),
+        contextlib.aclosing(throttle),
+        OutboxRelay(settings.database_url, settings.amqp_url),
+    ]
     return service
 
 

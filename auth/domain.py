@@ -3,12 +3,14 @@ refresh tokens are kept, and what an access token says."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -19,8 +21,11 @@ from runtime.identity import Role
 
 ACCESS_TOKEN_TTL = timedelta(minutes=15)
 REFRESH_TOKEN_TTL = timedelta(days=30)
-MIN_PASSWORD_LENGTH = 8
+# NIST SP 800-63B: length and a blocklist of known passwords, no composition
+# rules. The list is the 10,000 most common passwords (common_passwords.LICENSE).
+MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 256
+COMMON_PASSWORDS_FILE = Path(__file__).with_name("common_passwords.txt")
 MAX_DISPLAY_NAME_LENGTH = 100
 MAX_EMAIL_LENGTH = 254
 
@@ -49,17 +54,32 @@ def check_registration(email: str, password: str, display_name: str) -> None:
         problems.add("email", "is required")
     elif len(email) > MAX_EMAIL_LENGTH or not _EMAIL.match(email):
         problems.add("email", "is not a valid email address")
-    if not password:
-        problems.add("password", "is required")
-    elif len(password) < MIN_PASSWORD_LENGTH:
-        problems.add("password", f"must be at least {MIN_PASSWORD_LENGTH} characters")
-    elif len(password) > MAX_PASSWORD_LENGTH:
-        problems.add("password", f"must be at most {MAX_PASSWORD_LENGTH} characters")
+    problem = password_problem(password)
+    if problem:
+        problems.add("password", problem)
     if not display_name.strip():
         problems.add("display_name", "is required")
     elif len(display_name.strip()) > MAX_DISPLAY_NAME_LENGTH:
         problems.add("display_name", f"must be at most {MAX_DISPLAY_NAME_LENGTH} characters")
     problems.raise_if_any()
+
+
+def password_problem(password: str) -> str | None:
+    """Why a new password is refused, or None if it will do."""
+    if not password:
+        return "is required"
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return f"must be at least {MIN_PASSWORD_LENGTH} characters"
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return f"must be at most {MAX_PASSWORD_LENGTH} characters"
+    if password.strip().lower() in common_passwords():
+        return "is one of the 10,000 most common passwords; choose one nobody would guess"
+    return None
+
+
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    return frozenset(COMMON_PASSWORDS_FILE.read_text().splitlines())
 
 
 class Passwords:

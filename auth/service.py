@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from auth import domain
 from auth.domain import User
 from auth.repository import Accounts, outbox
+from auth.throttle import LoginThrottle
 from runtime import pagination, timestamps
 from runtime.errors import ServiceError, bad_field, not_found, parse_uuid
 from runtime.identity import Role
@@ -53,6 +54,7 @@ class AuthUseCases:
         keys: KeyRing,
         passwords: domain.Passwords,
         hashing: Executor,
+        throttle: LoginThrottle,
         issuer: str,
         audience: str,
     ) -> None:
@@ -63,6 +65,7 @@ class AuthUseCases:
         self._keys = keys
         self._passwords = passwords
         self._hashing = hashing
+        self._throttle = throttle
         self._issuer = issuer
         self._audience = audience
 
@@ -107,12 +110,18 @@ class AuthUseCases:
     async def login(self, email: str, password: str) -> Tokens:
         if not email or not password:
             raise _invalid_credentials()
+        email = domain.normalize_email(email)
+        # Before the password is checked: a guess made while the account must
+        # wait is not answered at all.
+        await self._throttle.check(email)
         async with self._engine.connect() as conn:
-            found = await Accounts(conn).by_email(domain.normalize_email(email))
+            found = await Accounts(conn).by_email(email)
         user, password_hash = found if found else (None, None)
         if not await self._argon2(self._passwords.verify, password_hash, password):
+            await self._throttle.failed(email)
             raise _invalid_credentials()
         assert user is not None and password_hash is not None
+        await self._throttle.succeeded(email)
         # Hashed before the transaction: in a burst the hash may queue, and a
         # pooled connection held meanwhile would starve the other logins.
         new_hash = (

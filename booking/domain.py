@@ -14,6 +14,11 @@ from runtime.errors import ServiceError, Violations
 
 MAX_SEATS = 10
 MAX_REQUEST_ID_LENGTH = 128
+# As the event service's; checked here too so a bad id never reaches a hold.
+MAX_SEAT_ID_LENGTH = 32
+# The event service caps a seat's price at 10^12 minor units; a total beyond
+# this is an event priced before that rule, and must not overflow int64.
+MAX_TOTAL_MINOR = MAX_SEATS * 10**12
 # Bookings are named by the user and their request id, so every retry of a
 # request, even one racing the original, works on the same booking.
 _BOOKING_NAMESPACE = uuid.UUID("5f1d3c2e-8a4b-4e0f-9d6a-2b7c1e9f4a30")
@@ -83,10 +88,21 @@ def check_request(
     problems = Violations()
     if not event_id:
         problems.add("event_id", "is required")
+    else:
+        try:
+            uuid.UUID(event_id)
+        except ValueError:
+            problems.add("event_id", "is not a valid id")
     if not seat_ids:
         problems.add("seat_ids", "at least one seat is required")
     elif len(seat_ids) > MAX_SEATS:
         problems.add("seat_ids", f"at most {MAX_SEATS} seats per booking")
+    else:
+        for i, seat_id in enumerate(seat_ids):
+            if not seat_id.strip():
+                problems.add(f"seat_ids[{i}]", "is required")
+            elif len(seat_id) > MAX_SEAT_ID_LENGTH:
+                problems.add(f"seat_ids[{i}]", f"must be at most {MAX_SEAT_ID_LENGTH} characters")
     if not has_payment_method:
         problems.add("payment_method", "is required")
     if len(request_id) > MAX_REQUEST_ID_LENGTH:

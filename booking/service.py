@@ -34,6 +34,7 @@ from runtime import pagination, timestamps
 from runtime.errors import (
     ErrorDetails,
     ServiceError,
+    bad_field,
     error_details,
     not_found,
     parse_uuid,
@@ -147,6 +148,9 @@ class BookingUseCases:
             create_time=now,
             update_time=now,
         )
+        if booking.total_minor > domain.MAX_TOTAL_MINOR:
+            await self._release(booking)
+            raise bad_field("seat_ids", "these seats cost more than one booking can charge")
         if not await self._ledger.add(
             booking
         ):  # a concurrent retry of the same request got there first

@@ -317,6 +317,10 @@ def config(descriptor_path: Path) -> dict[str, Any]:
         "stat_prefix": "edge",
         "codec_type": "AUTO",
         "generate_request_id": True,
+        # The transcoder forwards the URL in x-envoy-original-path, and the services'
+        # gRPC refuses request metadata over 16 KiB with RESOURCE_EXHAUSTED (a 429
+        # full of gRPC internals); so a longer URL is refused here, as a 431.
+        "max_request_headers_kb": 12,
         "always_set_request_id_in_response": True,
         "route_config": {
             "name": "ticketing",

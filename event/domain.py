@@ -12,16 +12,26 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from runtime.errors import Violations
+from runtime.currencies import is_currency
+from runtime.errors import Violations, excerpt
 
 MAX_SEATS_PER_HOLD = 10
 MAX_EVENT_CAPACITY = 100_000
 MAX_ROWS = 1_000
 MAX_SEATS_PER_ROW = 1_000
 MAX_TITLE_LENGTH = 200
+MAX_VENUE_LENGTH = 200
 MAX_DESCRIPTION_LENGTH = 5_000
+# The longest id a real seat has: "standard-1000-1000".
+MAX_SEAT_ID_LENGTH = 32
+# A price in minor units. High enough for any real ticket in any currency
+# (10^12 is ten billion in a two-decimal one), low enough that a hold's total
+# (MAX_SEATS_PER_HOLD seats) stays far inside int64, where Money.amount_minor lives.
+MAX_PRICE_MINOR = 10**12
+# Events are sold up to this far ahead; a start in year 9999 is a typo.
+MAX_EVENT_HORIZON = timedelta(days=5 * 366)
 
 
 class Tier(enum.IntEnum):
@@ -123,12 +133,16 @@ def check_new_event(
         problems.add("event.title", f"must be at most {MAX_TITLE_LENGTH} characters")
     if not venue.strip():
         problems.add("event.venue", "is required")
+    elif len(venue) > MAX_VENUE_LENGTH:
+        problems.add("event.venue", f"must be at most {MAX_VENUE_LENGTH} characters")
     if len(description) > MAX_DESCRIPTION_LENGTH:
         problems.add("event.description", f"must be at most {MAX_DESCRIPTION_LENGTH} characters")
     if starts_at is None:
         problems.add("event.starts_at", "is required")
     elif starts_at <= now:
         problems.add("event.starts_at", "must be in the future")
+    elif starts_at > now + MAX_EVENT_HORIZON:
+        problems.add("event.starts_at", f"must be within {MAX_EVENT_HORIZON.days} days from now")
     if not tiers:
         problems.add("event.tiers", "at least one tier is required")
     seen: set[Tier] = set()
@@ -137,12 +151,16 @@ def check_new_event(
         if plan.tier in seen:
             problems.add(f"{field}.tier", f"{plan.tier.name} appears more than once")
         seen.add(plan.tier)
-        if not re.fullmatch(r"[A-Z]{3}", plan.currency):
-            problems.add(f"{field}.price.currency_code", "must be a three-letter ISO-4217 code")
+        if not is_currency(plan.currency):
+            problems.add(
+                f"{field}.price.currency_code",
+                "must be an active ISO-4217 currency code, like USD or EUR",
+            )
         elif plan.currency != tiers[0].currency:
             problems.add(f"{field}.price.currency_code", "all tiers must share one currency")
-        if plan.price_minor < 0:
-            problems.add(f"{field}.price.amount_minor", "must not be negative")
+        # A free seat would still go through Charge, which takes no zero amounts.
+        if not 1 <= plan.price_minor <= MAX_PRICE_MINOR:
+            problems.add(f"{field}.price.amount_minor", f"must be between 1 and {MAX_PRICE_MINOR}")
         if not 1 <= plan.rows <= MAX_ROWS:
             problems.add(f"{field}.rows", f"must be between 1 and {MAX_ROWS}")
         if not 1 <= plan.seats_per_row <= MAX_SEATS_PER_ROW:
@@ -162,10 +180,14 @@ def check_seat_request(seat_ids: Iterable[str], event: EventInfo) -> list[SeatRe
         problems.add("seat_ids", "at least one seat is required")
     elif len(raw_ids) > MAX_SEATS_PER_HOLD:
         problems.add("seat_ids", f"at most {MAX_SEATS_PER_HOLD} seats at a time")
+        problems.raise_if_any()  # not one violation per seat of a request this wrong
     for i, raw in enumerate(raw_ids):
+        if len(raw) > MAX_SEAT_ID_LENGTH:
+            problems.add(f"seat_ids[{i}]", f"must be at most {MAX_SEAT_ID_LENGTH} characters")
+            continue
         seat = parse_seat_id(raw)
         if seat is None:
-            problems.add(f"seat_ids[{i}]", f"{raw!r} is not a seat id like 'vip-1-4'")
+            problems.add(f"seat_ids[{i}]", f"{excerpt(raw)} is not a seat id like 'vip-1-4'")
             continue
         plan = event.tier(seat.tier)
         if plan is None:

@@ -37,19 +37,32 @@ from runtime.tasks import periodically
 # ARGV: owner, ttl_ms, seat ids (n).
 # Returns {-1} while the sold markers need a rebuild; {0, taken seat ids, their
 # holders} when some seat is someone else's; else {1, fencing token, expiry}.
+# A seat the owner holds already keeps its expiry: locking again must not
+# extend a hold, or one caller could keep seats off sale forever. The hold's
+# expiry is then its earliest seat's.
 _LOCK = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return {-1} end
 local n = (#KEYS - 2) / 2
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
-local taken, holders, fresh = {}, {}, {}
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local taken, holders, fresh, expiries = {}, {}, {}, {}
+local expiry = now + ttl
 for i = 1, n do
   local key = KEYS[2 + i]
+  expiries[i] = now + ttl
   if redis.call('SET', key, owner, 'NX', 'PX', ttl) then
     fresh[#fresh + 1] = key
   else
     local holder = redis.call('GET', key)
     if holder == owner then
-      redis.call('PEXPIRE', key, ttl)
+      local left = redis.call('PTTL', key)
+      if left < 0 then
+        redis.call('PEXPIRE', key, ttl)  -- never left without an expiry
+      else
+        expiries[i] = now + left
+        expiry = math.min(expiry, expiries[i])
+      end
     else
       taken[#taken + 1] = ARGV[2 + i]
       holders[#holders + 1] = holder
@@ -60,14 +73,12 @@ if #taken > 0 then
   for _, key in ipairs(fresh) do redis.call('DEL', key) end
   return {0, taken, holders}
 end
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 for i = 1, n do
   local held = KEYS[2 + n + i]
   redis.call('ZREMRANGEBYSCORE', held, '-inf', now)
-  redis.call('ZADD', held, now + ttl, ARGV[2 + i])
+  redis.call('ZADD', held, expiries[i], ARGV[2 + i])
 end
-return {1, redis.call('INCR', KEYS[1]), now + ttl}
+return {1, redis.call('INCR', KEYS[1]), expiry}
 """
 
 # KEYS: hold keys (n), held sets (n). ARGV: owner, seat ids (n).

@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 
 # A sale's hold is stretched to at least this before PostgreSQL commits it.
 CONFIRM_GRACE_MS = 30_000
-MAX_HOLD_TTL_SECONDS = 3_600
 
 
 class SeatStatus:
@@ -173,9 +172,9 @@ class EventUseCases:
     ) -> tuple[list[SeatView], str]:
         info = await self.event_info(event_id)
         limit = pagination.page_size(page_size, default=100, maximum=1000)
-        cursor = pagination.decode_token(page_token)
-        after = domain.parse_seat_id(cursor.get("after", "")) if cursor else None
-        if cursor and after is None:
+        after_id = pagination.cursor_text(page_token, "after")
+        after = domain.parse_seat_id(after_id) if after_id is not None else None
+        if after_id is not None and after is None:
             raise bad_field("page_token", "is not a token from a previous page")
         if status == SeatStatus.HELD:
             found = await self._held_seats(info, tier, after, limit + 1)
@@ -195,9 +194,12 @@ class EventUseCases:
         wanted = domain.check_seat_request(seat_ids, info)
         if not owner:
             raise bad_field("owner", "is required")
-        if not 0 <= ttl_seconds <= MAX_HOLD_TTL_SECONDS:
-            raise bad_field("ttl_seconds", f"must be between 0 and {MAX_HOLD_TTL_SECONDS}")
-        ttl_ms = (ttl_seconds or self._hold_ttl_seconds) * 1000
+        if ttl_seconds < 0:
+            raise bad_field("ttl_seconds", "must not be negative")
+        # The server's HOLD_TTL_SECONDS is the longest a hold lasts, whatever the
+        # caller asks: a longer wish gets the server's TTL (the reply's
+        # expire_time says so), never a seat kept off sale for an hour.
+        ttl_ms = min(ttl_seconds or self._hold_ttl_seconds, self._hold_ttl_seconds) * 1000
         await self._pay_marks_owed()
         outcome = await self._hold(info, wanted, owner, ttl_ms)
         if isinstance(outcome, Refusal) and outcome.sold_markers:

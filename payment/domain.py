@@ -17,6 +17,7 @@ from datetime import date, datetime
 
 import grpc
 
+from runtime.currencies import is_currency
 from runtime.errors import ServiceError, Violations
 
 DECLINES = {
@@ -161,8 +162,8 @@ def check_charge(order: ChargeOrder, today: date) -> Charge:
     else:
         if order.amount.minor <= 0:
             problems.add("amount.amount_minor", "must be positive")
-        if not re.fullmatch(r"[A-Z]{3}", order.amount.currency):
-            problems.add("amount.currency_code", "must be a three-letter ISO-4217 code")
+        if not is_currency(order.amount.currency):
+            problems.add("amount.currency_code", "must be an active ISO-4217 currency code")
     card = None
     if order.card is None:
         problems.add("payment_method", "is required")

@@ -75,6 +75,9 @@ class Settings:
     metrics_port: int  # Prometheus /metrics; 0 turns it off
     event_loop: str  # "uvloop" or "asyncio"
     nice: int  # added to the process's niceness: >0 yields the CPU to other services
+    # "development" (make up, the tests) or anything else for a real deployment,
+    # where development conveniences (the default admin password) are refused.
+    environment: str
 
     @classmethod
     def load(cls, service: str) -> Settings:
@@ -97,4 +100,5 @@ class Settings:
             metrics_port=env_int(f"{prefix}_METRICS_PORT", DEFAULT_PORTS[service] + 6100),
             event_loop=env_str("EVENT_LOOP", "uvloop"),
             nice=env_int(f"{prefix}_NICE", DEFAULT_NICE.get(service, 0)),
+            environment=env_str("ENVIRONMENT", "development"),
         )

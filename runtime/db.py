@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 def async_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         settings.database_url,
+        # An error's text would otherwise carry the statement's parameters (emails,
+        # password hashes, tokens' digests) into the logs with its traceback.
+        hide_parameters=True,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_pool_size,
         pool_pre_ping=True,
@@ -58,7 +61,9 @@ async def in_transaction(
 
 def create_database_if_missing(database_url: str) -> None:
     url = make_url(database_url)
-    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(
+        url.set(database="postgres"), isolation_level="AUTOCOMMIT", hide_parameters=True
+    )
     try:
         with admin.connect() as conn:
             exists = conn.scalar(
@@ -92,7 +97,7 @@ def run_migrations(target_metadata: sa.MetaData) -> None:
     from alembic import context
 
     url = context.config.get_main_option("sqlalchemy.url")
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, hide_parameters=True)
     with engine.connect() as connection:
         # Replicas start together; one migrates while the others wait.
         connection.execute(sa.text("SELECT pg_advisory_lock(hashtext('alembic'))"))

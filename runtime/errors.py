@@ -18,6 +18,10 @@ from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "ticketing.example.com"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# The status travels in trailers, which gRPC caps (16 KiB by default); a request
+# with thousands of bad fields must still get its answer, so it gets the first few.
+MAX_VIOLATIONS = 20
+EXCERPT_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -64,12 +68,18 @@ class ServiceError(Exception):
         return status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
 
 
-def invalid_argument(violations: Iterable[FieldViolation]) -> ServiceError:
-    violations = tuple(violations)
+def invalid_argument(
+    violations: Iterable[FieldViolation], reason: str = "INVALID_ARGUMENT"
+) -> ServiceError:
+    violations = tuple(violations)[:MAX_VIOLATIONS]
     message = "; ".join(f"{v.field}: {v.description}" for v in violations)
-    return ServiceError(
-        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", message, violations=violations
-    )
+    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, reason, message, violations=violations)
+
+
+def excerpt(raw: str) -> str:
+    """A value quoted back in an error, cut short: an error echoing a 60 KB
+    input would itself be too large to send."""
+    return repr(raw if len(raw) <= EXCERPT_CHARS else raw[:EXCERPT_CHARS] + "...")
 
 
 def bad_field(name: str, description: str) -> ServiceError:

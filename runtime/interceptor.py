@@ -20,7 +20,7 @@ import psycopg
 import sqlalchemy.exc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from runtime import metrics
+from runtime import metrics, validation
 from runtime.errors import (
     STATUS_DETAILS_KEY,
     ServiceError,
@@ -80,7 +80,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             return handler
         wrapped = self._wrapped[details.method] = grpc.unary_unary_rpc_method_handler(
             self._wrap(details.method, access, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=validation.tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
         return wrapped
@@ -99,6 +99,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             try:
                 who = await self._authenticate(access, metadata)
                 current_caller.set(who)
+                validation.check_request(request, metadata)
                 return await inner(request, context)
             except ServiceError as err:
                 if err.code is not grpc.StatusCode.INVALID_ARGUMENT:

@@ -5,12 +5,20 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 import time
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# PostgreSQL's error DETAIL quotes row values ("Key (email)=(...) already exists");
+# psycopg puts it in the exception's text, so it would reach the log with it.
+_PG_DETAIL = re.compile(r"DETAIL: .*")
+
+
+def _without_row_values(text: str) -> str:
+    return _PG_DETAIL.sub("DETAIL: (hidden: it may quote row values)", text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,14 +33,14 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "service": self._service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _without_row_values(record.getMessage()),
         }
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
         entry.update((key, value) for key, value in record.__dict__.items() if key not in _RESERVED)
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = _without_row_values(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 

@@ -1,4 +1,9 @@
-"""AIP-158 pagination: page sizes and opaque page tokens."""
+"""AIP-158 pagination: page sizes and opaque page tokens.
+
+A token comes back from the client, so it is input like any other: whatever
+it decodes to, anything but a cursor this module made is INVALID_ARGUMENT
+on `page_token`, never an exception deeper down.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,15 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from runtime.errors import bad_field
+from runtime.errors import ServiceError, bad_field
 
 T = TypeVar("T")
+# Our tokens are under 100 characters; anything much longer is not one of them.
+MAX_TOKEN_LENGTH = 512
+
+
+def _not_a_token() -> ServiceError:
+    return bad_field("page_token", "is not a token from a previous page")
 
 
 def page_size(requested: int, default: int = 20, maximum: int = 100) -> int:
@@ -30,13 +41,26 @@ def decode_token(token: str) -> dict[str, Any]:
     """The cursor of a token from encode_token; {} for the first page."""
     if not token:
         return {}
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise _not_a_token()
     try:
         cursor = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, ValueError) as exc:
-        raise bad_field("page_token", "is not a token from a previous page") from exc
-    if not isinstance(cursor, dict):
-        raise bad_field("page_token", "is not a token from a previous page")
+    except (binascii.Error, ValueError, RecursionError) as exc:
+        raise _not_a_token() from exc
+    if not isinstance(cursor, dict) or not cursor:
+        raise _not_a_token()
     return cursor
+
+
+def cursor_text(token: str, key: str) -> str | None:
+    """The string a token's cursor keeps under `key`; None for the first page."""
+    cursor = decode_token(token)
+    if not cursor:
+        return None
+    value = cursor.get(key)
+    if not isinstance(value, str):
+        raise _not_a_token()
+    return value
 
 
 def keyset_token(moment: datetime, ident: uuid.UUID) -> str:
@@ -49,10 +73,17 @@ def decode_keyset(token: str) -> tuple[datetime, uuid.UUID] | None:
     cursor = decode_token(token)
     if not cursor:
         return None
+    moment, ident = cursor.get("t"), cursor.get("id")
+    if not isinstance(moment, str) or not isinstance(ident, str):
+        raise _not_a_token()
     try:
-        return datetime.fromisoformat(cursor["t"]), uuid.UUID(cursor["id"])
-    except (KeyError, ValueError, TypeError) as exc:
-        raise bad_field("page_token", "is not a token from a previous page") from exc
+        when, key = datetime.fromisoformat(moment), uuid.UUID(ident)
+    except ValueError as exc:
+        raise _not_a_token() from exc
+    # Every time we page by is timestamptz; a naive one was not made here.
+    if when.tzinfo is None:
+        raise _not_a_token()
+    return when, key
 
 
 def keyset_page(

@@ -114,7 +114,7 @@ def test_wrong_password_and_unknown_email_answer_alike(edge: Edge) -> None:
         ),
         (
             {"email": "x@example.com", "password": "short", "display_name": "X"},
-            {"password": "must be at least 8 characters"},
+            {"password": "must be at least 10 characters"},
         ),
         ({}, {"email": "is required", "password": "is required", "display_name": "is required"}),
     ],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime.errors import error_details
-from scripts.mesh import Mesh, free_port
+from scripts.mesh import PYTHON, REPO, Mesh, free_port
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.support import bearer, fails, unique_email
 from ticketing.auth.v1 import auth_pb2, auth_pb2_grpc, messages_pb2
@@ -251,3 +253,51 @@ def test_registration_publishes_user_registered(
         assert uuid.UUID(properties.message_id)
         break
     channel.cancel()
+
+
+def login_error(auth: auth_pb2_grpc.AuthServiceStub, email: str, password: str):
+    return error_details(fails(auth.Login, auth_pb2.LoginRequest(email=email, password=password)))
+
+
+def test_failed_logins_slow_down_per_account_on_the_grpc_port(
+    auth: auth_pb2_grpc.AuthServiceStub,
+) -> None:
+    user = register(auth)
+    stranger = unique_email()  # no account: must slow down exactly alike
+    for email in (user.email, stranger):
+        for _ in range(5):
+            assert login_error(auth, email, "not-the-password").reason == "INVALID_CREDENTIALS"
+        # The sixth guess is not even checked, right password or not.
+        for password in ("not-the-password", "s3cret-pass"):
+            refused = login_error(auth, email, password)
+            assert refused.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert refused.reason == "TOO_MANY_ATTEMPTS"
+            assert refused.metadata == {"retry_after_seconds": "1"}
+    # Another account is not affected.
+    other = register(auth)
+    auth.Login(auth_pb2.LoginRequest(email=other.email, password="s3cret-pass"))
+    # Once the wait is over, a success clears the count: one more failure is
+    # just a failure again, not a longer wait.
+    time.sleep(1.1)
+    auth.Login(auth_pb2.LoginRequest(email=user.email, password="s3cret-pass"))
+    assert login_error(auth, user.email, "not-the-password").reason == "INVALID_CREDENTIALS"
+    # The stranger's next failure doubles the wait.
+    assert login_error(auth, stranger, "not-the-password").reason == "INVALID_CREDENTIALS"
+    assert login_error(auth, stranger, "not-the-password").metadata == {"retry_after_seconds": "2"}
+
+
+def test_outside_development_the_default_admin_password_is_refused(mesh: Mesh) -> None:
+    env = {
+        **mesh.service_env(),
+        "ENVIRONMENT": "production",
+        # Its own port, in case it started after all.
+        "AUTH_GRPC_ADDR": f"127.0.0.1:{free_port()}",
+        "AUTH_METRICS_PORT": "0",
+    }
+    env.pop("ADMIN_PASSWORD")  # the documented default, admin-change-me
+    started = subprocess.run(
+        [PYTHON, "-m", "auth"], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert started.returncode != 0
+    assert "ENVIRONMENT=production" in started.stderr
+    assert "ADMIN_PASSWORD" in started.stderr

@@ -230,3 +230,31 @@ def test_unknown_and_malformed_events(events) -> None:
     )
     assert malformed.code is grpc.StatusCode.INVALID_ARGUMENT
     assert malformed.violations[0].field == "event_id"
+
+
+def expire_ms(held: event_pb2.LockSeatResponse) -> int:
+    return held.expire_time.seconds * 1000 + held.expire_time.nanos // 1_000_000
+
+
+def test_a_caller_cannot_hold_longer_than_the_server_allows(events, event, store) -> None:
+    # The test mesh runs with the default HOLD_TTL_SECONDS, 300.
+    before = time.time() * 1000
+    held = lock(events, event, ["standard-4-1"], "greedy-owner", ttl=86_400)
+    assert before + 295_000 <= expire_ms(held) <= time.time() * 1000 + 300_000
+    assert store.pttl(f"ev:{{{event.event_id}}}:hold:standard-4-1") <= 300_000
+    negative = error_details(fails(lock, events, event, ["standard-4-2"], "owner", ttl=-1))
+    assert negative.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in negative.violations] == ["ttl_seconds"]
+
+
+def test_locking_again_does_not_extend_a_hold(events, event, store) -> None:
+    first = lock(events, event, ["standard-4-3"], "renewing-owner", ttl=2)
+    time.sleep(0.5)
+    # Asking again, for longer and with one more seat: the seat held before keeps
+    # its first expiry, and so does the hold as a whole (its earliest seat's).
+    again = lock(events, event, ["standard-4-3", "standard-4-4"], "renewing-owner", ttl=300)
+    assert abs(expire_ms(again) - expire_ms(first)) < 50
+    assert store.pttl(f"ev:{{{event.event_id}}}:hold:standard-4-3") <= 1_600
+    time.sleep(1.7)
+    assert holder(store, event, "standard-4-3") is None, "the re-lock kept the seat past its hold"
+    assert lock(events, event, ["standard-4-3"], "next-owner").owner_token == "next-owner"

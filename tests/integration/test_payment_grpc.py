@@ -232,7 +232,7 @@ def test_bad_card_data_names_the_fields(payments) -> None:
     details = error_details(fails(payments.Charge, request))
     assert details.code is grpc.StatusCode.INVALID_ARGUMENT
     assert {v.field: v.description for v in details.violations} == {
-        "amount.currency_code": "must be a three-letter ISO-4217 code",
+        "amount.currency_code": "must be an active ISO-4217 currency code",
         "payment_method.card_number": "is not a valid card number",
         "payment_method.exp_month": "must be between 1 and 12",
         "payment_method.cvc": "must be 3 or 4 digits",

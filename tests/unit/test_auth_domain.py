@@ -47,15 +47,28 @@ def test_every_bad_field_is_reported_at_once() -> None:
         domain.check_registration("", "short", "  ")
     assert violations(caught.value) == {
         "email": "is required",
-        "password": "must be at least 8 characters",
+        "password": "must be at least 10 characters",
         "display_name": "is required",
     }
 
 
-def test_password_of_exactly_eight_characters_is_enough() -> None:
-    domain.check_registration("a@b.co", "12345678", "A")
+def test_password_of_exactly_ten_characters_is_enough() -> None:
+    domain.check_registration("a@b.co", "x7#kq2!mzw", "A")
     with pytest.raises(ServiceError):
-        domain.check_registration("a@b.co", "1234567", "A")
+        domain.check_registration("a@b.co", "x7#kq2!mz", "A")
+
+
+@pytest.mark.parametrize("common", ["1234567890", "qwertyuiop", "Password123", " 1q2w3e4r5t "])
+def test_a_common_password_is_refused_with_the_reason(common: str) -> None:
+    with pytest.raises(ServiceError) as caught:
+        domain.check_registration("a@b.co", common, "A")
+    assert "most common passwords" in violations(caught.value)["password"]
+
+
+def test_the_shipped_list_is_the_top_ten_thousand() -> None:
+    common = domain.common_passwords()
+    assert len(common) == 10_000
+    assert {"123456", "password", "qwerty"} <= common
 
 
 def test_email_is_normalized() -> None:
@@ -188,3 +201,12 @@ def test_rotation_keeps_old_tokens_valid(keyring: KeyRing, tmp_path: Path) -> No
     assert len(rotated.jwks()) == 2
     verify(rotated, old_token)
     verify(rotated, new_token)
+
+
+def test_failed_logins_wait_twice_as_long_each_time_up_to_the_cap() -> None:
+    from auth.throttle import ThrottlePolicy
+
+    policy = ThrottlePolicy(free_attempts=5, base_delay_seconds=1, max_delay_seconds=900)
+    assert [policy.delay_after(n) for n in range(4, 10)] == [0, 1, 2, 4, 8, 16]
+    assert policy.delay_after(15) == 900
+    assert policy.delay_after(10**6) == 900

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -119,8 +120,10 @@ def test_every_event_problem_is_named() -> None:
         "event.title": "is required",
         "event.venue": "is required",
         "event.starts_at": "must be in the future",
-        "event.tiers[0].price.currency_code": "must be a three-letter ISO-4217 code",
-        "event.tiers[0].price.amount_minor": "must not be negative",
+        "event.tiers[0].price.currency_code": (
+            "must be an active ISO-4217 currency code, like USD or EUR"
+        ),
+        "event.tiers[0].price.amount_minor": "must be between 1 and 1000000000000",
         "event.tiers[0].rows": "must be between 1 and 1000",
         "event.tiers[0].seats_per_row": "must be between 1 and 1000",
         "event.tiers[1].tier": "VIP appears more than once",
@@ -135,3 +138,37 @@ def test_capacity_is_capped_at_one_hundred_thousand() -> None:
     assert "event.tiers" in violations(
         check_new_event, "Big", "Stadium", NOW + timedelta(days=1), "", over, NOW
     )
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"price_minor": 0}, "event.tiers[0].price.amount_minor"),
+        ({"price_minor": 2**63 - 1}, "event.tiers[0].price.amount_minor"),
+        ({"currency": "ZZZ"}, "event.tiers[0].price.currency_code"),
+        ({"currency": "XAU"}, "event.tiers[0].price.currency_code"),
+    ],
+)
+def test_prices_are_real_amounts_in_real_currencies(change, field) -> None:
+    tier = dataclasses.replace(EVENT.tiers[0], **change)
+    found = violations(check_new_event, "Show", "Hall", NOW + timedelta(days=1), "", [tier], NOW)
+    assert field in found
+
+
+def test_the_start_is_within_five_years() -> None:
+    def check(starts_at: datetime) -> dict[str, str]:
+        return violations(check_new_event, "Show", "Hall", starts_at, "", EVENT.tiers, NOW)
+
+    assert "event.starts_at" in check(datetime(9999, 12, 31, tzinfo=UTC))
+    assert "event.starts_at" in check(NOW + timedelta(days=5 * 366 + 1))
+    check_new_event("Show", "Hall", NOW + timedelta(days=4 * 365), "", EVENT.tiers, NOW)
+
+
+def test_a_long_venue_or_seat_id_is_refused_without_being_echoed() -> None:
+    found = violations(
+        check_new_event, "Show", "v" * 201, NOW + timedelta(days=1), "", EVENT.tiers, NOW
+    )
+    assert found["event.venue"] == "must be at most 200 characters"
+    found = violations(check_seat_request, ["vip-1-1" * 9000, "x" * 30], EVENT)
+    assert found["seat_ids[0]"] == "must be at most 32 characters"
+    assert len(found["seat_ids[1]"]) < 100

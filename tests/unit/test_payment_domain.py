@@ -209,7 +209,7 @@ def test_every_bad_field_is_named_at_once() -> None:
         "idempotency_key": "is required",
         "user_id": "is not a valid id",
         "amount.amount_minor": "must be positive",
-        "amount.currency_code": "must be a three-letter ISO-4217 code",
+        "amount.currency_code": "must be an active ISO-4217 currency code",
         "payment_method.card_number": "is not a valid card number",
         "payment_method.exp_month": "must be between 1 and 12",
         "payment_method.cvc": "must be 3 or 4 digits",
