@@ -7,12 +7,23 @@ import time
 from typing import Any
 
 import zxingcpp
-from fpdf.fonts import CORE_FONTS_CHARWIDTHS
+from fpdf import FPDF, image_parsing
+from PIL import Image
 
 from runtime.signing import KeyRing
 from ticketing.booking.v1 import messages_pb2
 
 TICKET_ISSUER = "ticketing-tickets"
+
+# fpdf2 lays out and writes the page. What it costs depends on how it is
+# called (PERF_EMAIL_NOTES.md, "fpdf2 again"): ~0.8 ms of CPU a ticket besides
+# the QR encoding as below, ~1.5 ms the obvious way (multi_cell and cell, a
+# 1-bit image, zlib's default level). A fresh FPDF costs 0.02 ms, less than a
+# deep copy of a prepared one, so there is no template.
+# zlib level 1 for the QR image: 0.05 ms where the default level costs 0.5 ms,
+# for ~0.5 KB more. Process-wide; fpdf2 makes nothing else in this service.
+image_parsing.SETTINGS.compression_level = 1
+PAGE = (148, 210)  # A5, in mm
 
 
 def ticket_claims(confirmed: messages_pb2.BookingConfirmed) -> dict[str, Any]:
@@ -31,153 +42,79 @@ def money(amount_minor: int, currency: str) -> str:
     return f"{amount_minor / 100:,.2f} {currency}"
 
 
-# The PDF is written directly rather than through a layout library: it is one
-# fixed page, and fpdf2 took ~1.3 ms of CPU a ticket, twice what all the rest
-# of composing an email takes; writing it takes ~0.1 ms.
-MM = 72 / 25.4  # PDF units (points) per millimetre
-PAGE_WIDTH, PAGE_HEIGHT = 148 * MM, 210 * MM  # A5
-MARGIN = 10 * MM
-QR_WIDTH = 70 * MM
-BOLD_WIDTHS = CORE_FONTS_CHARWIDTHS["helveticaB"]  # per 1000 units of font size
-
-# Objects 1-5 never change: catalog, page tree, page, the two fonts. The page
-# refers to the per-ticket ones by number: 6 QR image, 7 text, 8 document info.
-_FIXED_OBJECTS = (
-    b"<< /Type /Catalog /Pages 2 0 R >>",
-    b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-    b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %.2f %.2f] /Contents 7 0 R "
-    b"/Resources << /Font << /F1 4 0 R /F2 5 0 R >> /XObject << /QR 6 0 R >> >> >>"
-    % (PAGE_WIDTH, PAGE_HEIGHT),
-    # The standard fonts every viewer has: nothing to embed. WinAnsiEncoding is
-    # Windows-1252, which is how the text is encoded.
-    b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-    b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>",
-)
-
-# 0 (dark) and 255 (light) pixels as bit digits: 1-bit grey is 0 black, 1 white.
-_PIXEL_BITS = bytes.maketrans(b"\x00\xff", b"01")
+def _winansi(text: str) -> str:
+    # The standard fonts are set to Windows-1252: what it lacks prints as '?'.
+    return text.encode("cp1252", "replace").decode("cp1252")
 
 
-def _winansi(text: str) -> bytes:
-    # What Windows-1252 lacks prints as '?'.
-    return text.encode("cp1252", "replace")
+def _wrap(pdf: FPDF, text: str) -> list[str]:
+    """Greedy word wrap in the current (standard) font; a word wider than a line
+    stays whole. The widths come from the font itself: get_string_width() copies
+    the graphics state each call, ~20 µs a word."""
+    font, size = pdf.current_font, pdf.font_size_pt / pdf.k
 
+    def width(s: str) -> float:
+        return font.get_text_width(pdf.normalize_text(s), size, None)[1]
 
-def _literal(text: str) -> bytes:
-    escaped = _winansi(text).replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
-    return b"(" + escaped.replace(b"\r", b"\\r") + b")"
-
-
-def _info_string(text: str) -> bytes:
-    # UTF-16 with a byte-order mark: document info shows any character.
-    return b"<FEFF" + text.encode("utf-16-be").hex().encode() + b">"
-
-
-def _wrap_bold(text: str, size: float, width: float) -> list[str]:
-    """Greedy word wrap in Helvetica-Bold; a word wider than a line stays whole."""
+    space = width(" ")
     lines: list[str] = []
-    line = ""
+    line, wide = "", 0.0
     for word in text.split():
-        candidate = f"{line} {word}" if line else word
-        wide = sum(BOLD_WIDTHS[chr(b)] for b in _winansi(candidate)) * size / 1000
-        if line and wide > width:
+        word_wide = width(word)
+        if line and wide + space + word_wide > pdf.epw:
             lines.append(line)
-            candidate = word
-        line = candidate
+            line = ""
+        line, wide = (f"{line} {word}", wide + space + word_wide) if line else (word, word_wide)
     return [*lines, line]
 
 
-def _stream(dictionary: bytes, data: bytes) -> bytes:
-    return b"<< %b /Length %d >>\nstream\n%b\nendstream" % (dictionary, len(data), data)
-
-
-def qr_image(token: str) -> bytes:
-    """The token as a QR code: a PDF image object, one pixel per module."""
+def qr_image(token: str) -> Image.Image:
+    """The token as a QR code: 8-bit grey, one pixel per module, quiet zone included."""
     # A fixed mask pattern: choosing the best of eight costs ~6x the encoding
     # and buys nothing a phone camera needs.
     barcode = zxingcpp.create_barcode(token, zxingcpp.BarcodeFormat.QRCode, ecLevel="M", dataMask=0)
-    image = barcode.to_image()  # 8-bit grey with the quiet zone, 0 or 255
+    image = barcode.to_image()  # 0 or 255
     height, width = image.shape
-    pixels = bytes(memoryview(image))
-    # Packed to one bit per pixel, each row to whole bytes: ~1 KB, so not worth
-    # compressing (zlib costs more here than the whole PDF).
-    pad = -width % 8
-    rows = b"".join(
-        (int(pixels[i : i + width].translate(_PIXEL_BITS), 2) << pad).to_bytes(
-            (width + pad) // 8, "big"
-        )
-        for i in range(0, len(pixels), width)
-    )
-    return _stream(
-        b"/Type /XObject /Subtype /Image /Width %d /Height %d "
-        b"/ColorSpace /DeviceGray /BitsPerComponent 1" % (width, height),
-        rows,
-    )
-
-
-def _text(confirmed: messages_pb2.BookingConfirmed) -> tuple[bytes, float]:
-    """The page's text as PDF operators, and how far down (in points) it reaches."""
-    booking, event = confirmed.booking, confirmed.event
-    starts = event.starts_at.ToDatetime().strftime("%A %d %B %Y, %H:%M UTC")
-    # (font, size in points, line height in mm, text)
-    lines = [
-        (b"F2", 18, 9, title) for title in _wrap_bold(event.title, 18, PAGE_WIDTH - 2 * MARGIN)
-    ]
-    lines += [
-        (b"F1", 11, 6, line) for line in (event.venue, starts, "", f"Booking {booking.booking_id}")
-    ]
-    lines.append((b"F1", 11, 2, ""))  # a little space before the seats
-    for seat in booking.seats:
-        tier = seat.seat_id.split("-", 1)[0].upper()
-        price = money(seat.price.amount_minor, seat.price.currency_code)
-        lines.append((b"F1", 11, 6, f"{seat.seat_id}  ({tier})  {price}"))
-    total = money(booking.total.amount_minor, booking.total.currency_code)
-    lines.append((b"F2", 11, 7, f"Total {total}"))
-
-    ops = [b"BT"]
-    top = MARGIN
-    for font, size, height, text in lines:
-        if text:
-            baseline = top + (height * MM + 0.7 * size) / 2  # vertically centred in its line
-            ops.append(
-                b"/%b %d Tf 1 0 0 1 %.2f %.2f Tm %b Tj"
-                % (font, size, MARGIN, PAGE_HEIGHT - baseline, _literal(text))
-            )
-        top += height * MM
-    ops.append(b"ET")
-    return b"\n".join(ops), top
+    # Grey, not 1-bit: fpdf2 transcodes a 1-bit image to CCITT through a TIFF
+    # (0.25 ms), and a 1-bit image with FlateDecode does not read back (2.8.9).
+    return Image.frombytes("L", (width, height), bytes(memoryview(image)))
 
 
 def ticket_pdf(confirmed: messages_pb2.BookingConfirmed, token: str) -> bytes:
     booking, event = confirmed.booking, confirmed.event
-    text, bottom = _text(confirmed)
-    qr_top = bottom + 4 * MM
-    draw_qr = b"q %.2f 0 0 %.2f %.2f %.2f cm /QR Do Q" % (
-        QR_WIDTH,
-        QR_WIDTH,
-        MARGIN,
-        PAGE_HEIGHT - qr_top - QR_WIDTH,
-    )
-    info = b"<< /Title %b /Subject %b >>" % (
-        _info_string(f"Ticket: {event.title}"),
-        _info_string(booking.booking_id),
-    )
-    objects = (*_FIXED_OBJECTS, qr_image(token), _stream(b"", text + b"\n" + draw_qr), info)
+    pdf = FPDF(format=PAGE)
+    pdf.core_fonts_encoding = "windows-1252"  # so '€' and 'Œ' print
+    pdf.set_title(f"Ticket: {event.title}")  # UTF-16 in the document info: keeps every character
+    pdf.set_subject(booking.booking_id)
+    pdf.add_page()
 
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")  # the second line marks it binary
-    offsets = []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n%b\nendobj\n" % (number, body)
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        len(objects),
-        xref,
-    )
-    return bytes(out)
+    # text() rather than cell(): a quarter of the CPU, and the page has no
+    # alignment, borders or breaks for cell() to do. Each line is vertically
+    # centred in its line height (mm), as cell() would place it.
+    top = pdf.t_margin
+
+    def line(height: float, text: str) -> None:
+        nonlocal top
+        if text:
+            pdf.text(pdf.l_margin, top + height / 2 + 0.3 * pdf.font_size, text)
+        top += height
+
+    pdf.set_font("Helvetica", "B", 18)
+    for title in _wrap(pdf, _winansi(event.title)):
+        line(9, title)
+    pdf.set_font("Helvetica", size=11)
+    starts = event.starts_at.ToDatetime().strftime("%A %d %B %Y, %H:%M UTC")
+    for text in (event.venue, starts, "", f"Booking {booking.booking_id}"):
+        line(6, _winansi(text))
+    top += 2  # a little space before the seats
+    for seat in booking.seats:
+        tier = seat.seat_id.split("-", 1)[0].upper()
+        price = money(seat.price.amount_minor, seat.price.currency_code)
+        line(6, _winansi(f"{seat.seat_id}  ({tier})  {price}"))
+    pdf.set_font("Helvetica", "B", 11)
+    line(7, _winansi(f"Total {money(booking.total.amount_minor, booking.total.currency_code)}"))
+    pdf.image(qr_image(token), x=pdf.l_margin, y=top + 4, w=70)
+    return bytes(pdf.output())
 
 
 class TicketSigner:
