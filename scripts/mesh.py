@@ -23,6 +23,12 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the runtime needs the virtualenv; `backing` does not
+    import grpc
+
+    from runtime.tls import TlsFiles
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -124,6 +130,25 @@ class Mesh:
         addresses = self.addr(service).split(",")
         return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
 
+    @property
+    def tls_dir(self) -> Path:
+        return Path(self.env.get("TLS_DIR") or REPO / "var" / "tls")
+
+    def identity(self, workload: str = "developer") -> TlsFiles:
+        """The certificate and key `workload` presents in this mesh."""
+        from runtime.tls import TlsFiles
+
+        return TlsFiles.for_workload(workload, self.tls_dir)
+
+    def channel(
+        self, service: str, workload: str = "developer", addr: str | None = None
+    ) -> grpc.Channel:
+        """A channel to `service` (or to one of its processes at `addr`), presenting
+        `workload`'s certificate."""
+        from runtime import tls
+
+        return tls.channel(addr or self.target(service), service, self.identity(workload))
+
     def run(self, *argv: str) -> None:
         subprocess.run(argv, env=self.service_env(), cwd=REPO, check=True)
 
@@ -177,7 +202,12 @@ class Mesh:
             or env.get(f"{service.upper()}_GRPC_ADDR")
             or self.addr(service).split(",")[0]
         )
-        wait_for(lambda: serving(addr) or self._exited(name), f"{name} on {addr}", timeout)
+        developer = self.identity()
+        wait_for(
+            lambda: serving(addr, identity=developer) or self._exited(name),
+            f"{name} on {addr}",
+            timeout,
+        )
         if self._exited(name):
             raise RuntimeError(f"{name} exited; see {self.logs / (name + '.log')}")
         return addr
