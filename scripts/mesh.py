@@ -78,10 +78,20 @@ def ensure_backing_services() -> None:
         wait_for(lambda port=port: port_open(port), name, 90)
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on, never the same one twice in this process: the
+    services bind with SO_REUSEPORT, so two of them given one port would share
+    it without an error (and Envoy would find event answering for auth)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def envoy_clusters_healthy(admin_port: int, clusters: list[str]) -> bool:

@@ -231,6 +231,7 @@ def test_payment_and_booking_killed_mid_saga(
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(
             create_booking,
+            rig.mesh,
             rig.booking_addr,
             buyer,
             event_id,

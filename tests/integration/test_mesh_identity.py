@@ -4,6 +4,9 @@ the mesh's CA there is no connection at all."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,7 +19,8 @@ from runtime.contracts import PROTO_SERVICES
 from runtime.errors import error_details
 from runtime.interceptor import access_rules
 from scripts.mesh import Mesh
-from tests.support import fails, mint_token
+from tests.conftest import REPLICAS
+from tests.support import Edge, book, event_body, fails, mint_token
 
 RULES = {
     (service, path): rule
@@ -120,3 +124,45 @@ def test_a_client_refuses_a_server_with_another_services_certificate(mesh: Mesh)
     with payment's certificate is not event."""
     with tls.channel(mesh.addr("payment").split(",")[0], "event", mesh.identity()) as channel:
         assert fails(health, channel).code() is grpc.StatusCode.UNAVAILABLE
+
+
+def established(pid: int, port: int) -> int:
+    """How many TCP connections process `pid` holds to 127.0.0.1:`port`."""
+    sockets = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            sockets.add(os.readlink(fd).removeprefix("socket:[").removesuffix("]"))
+    count = 0
+    for line in Path(f"/proc/{pid}/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote_port, state, inode = int(fields[2].split(":")[1], 16), fields[3], fields[9]
+        count += remote_port == port and state == "01" and inode in sockets
+    return count
+
+
+def envoy_counter(mesh: Mesh, name: str) -> int:
+    url = f"http://127.0.0.1:{mesh.env['EDGE_ADMIN_PORT']}/stats?filter=^{name}$"
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return int(reply.read().decode().split(":")[1])
+
+
+def test_connections_are_made_once_and_reused(mesh: Mesh, edge: Edge, keys_dir: Path) -> None:
+    """A TLS handshake per call would cost more than the call: booking keeps one
+    connection to each peer, and Envoy keeps its upstream connections."""
+    buyer = mint_token(keys_dir)
+    organizer = mint_token(keys_dir, role="organizer")
+    event = edge.post("/v1/events", event_body(tiers=[("TIER_STANDARD", 100, 2, 10)]), organizer)
+    assert event.status == 200, event.body
+    connections_before = envoy_counter(mesh, "cluster.booking.upstream_cx_total")
+    requests_before = envoy_counter(mesh, "cluster.booking.upstream_rq_total")
+    for number in range(1, 11):
+        booked = book(edge, buyer, event.body["event_id"], [f"standard-1-{number}"])
+        assert booked.status == 200, booked.body
+    assert envoy_counter(mesh, "cluster.booking.upstream_rq_total") - requests_before == 10
+    # At most one new connection per Envoy worker thread, whatever the request count.
+    assert envoy_counter(mesh, "cluster.booking.upstream_cx_total") - connections_before <= 2
+    if REPLICAS == 1:  # with replicas booking holds one connection per event process
+        booking = mesh.processes["booking"].pid
+        for peer in ("event", "payment"):
+            port = int(mesh.addr(peer).rsplit(":", 1)[1])
+            assert established(booking, port) == 1, peer
