@@ -20,7 +20,8 @@ COPY scripts scripts
 COPY envoy envoy
 RUN scripts/protos.sh python
 
-# Keys are made on first start into the /data volume, never baked into the image.
-ENV AUTH_KEYS_DIR=/data/keys/auth TICKET_KEYS_DIR=/data/keys/tickets \
+# Keys and mesh certificates are made on first start into the /data volume,
+# never baked into the image.
+ENV AUTH_KEYS_DIR=/data/keys/auth TICKET_KEYS_DIR=/data/keys/tickets TLS_DIR=/data/tls \
     METRICS_LISTEN_ADDRESS=0.0.0.0
 VOLUME /data

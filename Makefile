@@ -1,6 +1,6 @@
 # Entry points. `make up` runs the mesh; `make test` runs the test suite.
 # Both set up whatever is missing first (virtualenv, npm packages, generated
-# code, development keys), so they work on a fresh clone.
+# code, development keys and mesh certificates), so they work on a fresh clone.
 
 SHELL := /bin/bash
 VENV ?= .venv
@@ -10,9 +10,9 @@ export PATH := $(abspath $(VENV)/bin):$(abspath node_modules/.bin):$(PATH)
 PROTOS := $(shell find protos/ticketing -name '*.proto' | sort)
 PYTEST_ARGS ?=
 
-.PHONY: setup protos keys up down logs test tools lint readme format bench clean
+.PHONY: setup protos keys certs rotate-certs up down logs test tools lint readme format bench clean
 
-setup: $(VENV)/.installed node_modules/.installed gen/.stamp keys
+setup: $(VENV)/.installed node_modules/.installed gen/.stamp keys certs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,6 +35,15 @@ gen/.stamp: $(PROTOS) scripts/protos.sh scripts/openapi.py $(VENV)/.installed
 keys: $(VENV)/.installed gen/.stamp
 	$(PY) -m auth keys
 	$(PY) -m notification keys
+
+# The development CA and every workload's mTLS certificate in var/tls (DESIGN §13):
+# made when missing or near expiry, never committed. `make rotate-certs` issues
+# a new CA and new certificates; restart the mesh afterwards (make down up).
+certs: $(VENV)/.installed
+	$(PY) -m runtime.certs
+
+rotate-certs: $(VENV)/.installed
+	$(PY) -m runtime.certs --rotate
 
 REPLICAS ?= 1
 up: setup

@@ -39,6 +39,7 @@ import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.http import HttpConnection
+from runtime import tls
 from runtime.config import REPO_ROOT, grpc_addr
 from runtime.db import libpq_url
 from ticketing.auth.v1 import auth_pb2, auth_pb2_grpc
@@ -52,6 +53,14 @@ ADMIN = (
 )
 CARD = {"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2035, "cvc": "123"}
 PG = os.environ.get("PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432")
+DEVELOPER = tls.TlsFiles.for_workload("developer")
+# LockSeat and ReleaseSeat take calls from booking alone; the bench plays it.
+BOOKING = tls.TlsFiles.for_workload("booking")
+
+
+def grpc_channel(service: str, identity: tls.TlsFiles = DEVELOPER) -> grpc.aio.Channel:
+    """A mutual-TLS channel to the first process of `service`."""
+    return tls.aio_channel(grpc_addr(service).split(",")[0], service, identity, options=())
 
 
 def percentile(samples: list[float], q: float) -> float:
@@ -130,9 +139,10 @@ async def create_event(
 async def rpc_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
     http = HttpConnection(EDGE)
     event = await create_event(http, admin, "rpc bench", [("TIER_STANDARD", 1000, 100, 100)])
-    async with grpc.aio.insecure_channel(grpc_addr("event").split(",")[0]) as channel:
+    async with grpc_channel("event") as channel, grpc_channel("event", BOOKING) as as_booking:
         health = health_pb2_grpc.HealthStub(channel)
         events = event_pb2_grpc.EventServiceStub(channel)
+        holds = event_pb2_grpc.EventServiceStub(as_booking)
         check = health_pb2.HealthCheckRequest()
         get = event_pb2.GetEventRequest(event_id=event["event_id"])
 
@@ -142,12 +152,12 @@ async def rpc_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
         async def hold_and_release(worker: int) -> None:
             seat = f"standard-{worker % 100 + 1}-{worker // 100 + 1}"
             owner = uuid.uuid4().hex
-            await events.LockSeat(
+            await holds.LockSeat(
                 event_pb2.LockSeatRequest(
                     event_id=event["event_id"], seat_ids=[seat], owner=owner, ttl_seconds=30
                 )
             )
-            await events.ReleaseSeat(
+            await holds.ReleaseSeat(
                 event_pb2.ReleaseSeatRequest(
                     event_id=event["event_id"], seat_ids=[seat], owner_token=owner
                 )
@@ -174,7 +184,7 @@ async def edge_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
     http = HttpConnection(EDGE)
     event = await create_event(http, admin, "edge bench", [("TIER_VIP", 5000, 10, 10)])
     await http.close()
-    async with grpc.aio.insecure_channel(grpc_addr("event").split(",")[0]) as channel:
+    async with grpc_channel("event") as channel:
         events = event_pb2_grpc.EventServiceStub(channel)
         get = event_pb2.GetEventRequest(event_id=event["event_id"])
 
@@ -202,7 +212,7 @@ async def register_buyers(count: int) -> list[str]:
     """Accounts made beforehand, straight at the auth service: Envoy rate-limits
     sign-ups and logins, as it should during a sale."""
     tokens = []
-    async with grpc.aio.insecure_channel(grpc_addr("auth").split(",")[0]) as channel:
+    async with grpc_channel("auth") as channel:
         auth = auth_pb2_grpc.AuthServiceStub(channel)
         for n in range(count):
             email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
@@ -480,7 +490,7 @@ async def scale_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
     created_in = time.perf_counter() - started
     await http.close()
     results: dict[str, Any] = {"create_100k_seconds": round(created_in, 2)}
-    async with grpc.aio.insecure_channel(grpc_addr("event").split(",")[0]) as channel:
+    async with grpc_channel("event") as channel:
         events = event_pb2_grpc.EventServiceStub(channel)
         for name, event in (("1k", small), ("100k", big)):
             get = event_pb2.GetEventRequest(event_id=event["event_id"])
@@ -505,7 +515,7 @@ async def login_burst(count: int = 200) -> int:
     the memory section sees what a rush of users signing in costs the auth service."""
     # Straight at the auth service: Envoy's login rate limit (60 a minute by
     # default) would turn most of the burst away before it reached auth.
-    async with grpc.aio.insecure_channel(grpc_addr("auth").split(",")[0]) as channel:
+    async with grpc_channel("auth") as channel:
         auth = auth_pb2_grpc.AuthServiceStub(channel)
         request = auth_pb2.LoginRequest(email=ADMIN[0], password=ADMIN[1])
         await asyncio.gather(*(auth.Login(request) for _ in range(count)))

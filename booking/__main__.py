@@ -13,13 +13,17 @@ from runtime.config import Settings, env_float, env_int, grpc_target
 from runtime.outbox import OutboxRelay
 from runtime.pg import Database
 from runtime.server import GrpcService
+from runtime.tls import TlsFiles
 from ticketing.booking.v1 import booking_pb2, booking_pb2_grpc
 
 
 async def build(settings: Settings) -> GrpcService:
     database = Database(settings.database_url, settings.db_pool_size)
     downstream = Downstream(
-        grpc_target("event"), grpc_target("payment"), env_float("DOWNSTREAM_TIMEOUT_SECONDS", 5.0)
+        grpc_target("event"),
+        grpc_target("payment"),
+        env_float("DOWNSTREAM_TIMEOUT_SECONDS", 5.0),
+        TlsFiles.for_workload(settings.service),
     )
     use_cases = BookingUseCases(
         Ledger(database),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from runtime.config import CLIENT_CHANNEL_OPTIONS
+from runtime import tls
 from runtime.logs import request_id_var
 from ticketing.event.v1 import event_pb2_grpc
 from ticketing.payment.v1 import payment_pb2_grpc
@@ -14,10 +14,18 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXC
 
 
 class Downstream:
-    def __init__(self, event_target: str, payment_target: str, timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        event_target: str,
+        payment_target: str,
+        timeout_seconds: float,
+        identity: tls.TlsFiles,
+    ) -> None:
+        # One channel per peer for the life of the process: a sale reuses its
+        # connections (and their TLS sessions) instead of handshaking per call.
         self._channels = [
-            grpc.aio.insecure_channel(event_target, options=CLIENT_CHANNEL_OPTIONS),
-            grpc.aio.insecure_channel(payment_target, options=CLIENT_CHANNEL_OPTIONS),
+            tls.aio_channel(event_target, "event", identity),
+            tls.aio_channel(payment_target, "payment", identity),
         ]
         self.events = event_pb2_grpc.EventServiceStub(self._channels[0])
         self.payments = payment_pb2_grpc.PaymentServiceStub(self._channels[1])

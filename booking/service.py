@@ -125,7 +125,15 @@ class BookingUseCases:
         if existing is not None:
             return await self._replay(existing, event_id)
 
-        held = await self._lock(event_id, seat_ids, booking_id)
+        try:
+            held = await self._lock(event_id, seat_ids, booking_id)
+        except ServiceError:
+            # A concurrent retry of this request may have sold the seats to this
+            # very booking between the ledger check above and the hold.
+            existing = await self._ledger.get(booking_id)
+            if existing is None:
+                raise
+            return await self._replay(existing, event_id)
         now = datetime.now(UTC)
         seats = tuple(BookedSeat(s.seat_id, s.tier, s.price.amount_minor) for s in held.seats)
         booking = Booking(

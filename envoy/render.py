@@ -12,6 +12,9 @@ Addresses come from the same environment variables the services read
 Edge settings: EDGE_PORT, EDGE_LISTEN_ADDRESS, EDGE_ADMIN_PORT, EDGE_ADMIN_ADDRESS,
 CORS_ALLOWED_ORIGINS (comma-separated), AUTH_RATE_LIMIT_PER_MINUTE (login and
 register, per Envoy), MAX_REQUEST_BYTES, JWKS_CACHE_SECONDS.
+
+Envoy talks to the services over mutual TLS as the `edge` workload, with the
+files of runtime.tls (TLS_DIR, or TLS_CA_FILE / TLS_CERT_FILE / TLS_KEY_FILE).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from google.protobuf.descriptor import MethodDescriptor
 
 from runtime.config import REPO_ROOT, SERVICES, env_int, env_str, grpc_addr
 from runtime.contracts import PROTO_SERVICES, http_binding
+from runtime.tls import TlsFiles, spiffe_id
 from ticketing.common.v1 import access_pb2
 
 # gRPC code for each HTTP status Envoy may answer by itself, so that every
@@ -71,7 +75,34 @@ def public_methods() -> list[tuple[str, MethodDescriptor, str, str, int]]:
     return found
 
 
-def cluster(service: str) -> dict[str, Any]:
+def upstream_tls(service: str, identity: TlsFiles) -> dict[str, Any]:
+    """Mutual TLS to `service`: Envoy presents the edge certificate and accepts
+    only a peer whose SPIFFE id is the service's. Health checks use it too."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": extension("transport_sockets.tls.v3.UpstreamTlsContext"),
+            "sni": service,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": str(identity.cert)},
+                        "private_key": {"filename": str(identity.key)},
+                    }
+                ],
+                "validation_context": {
+                    "trusted_ca": {"filename": str(identity.ca)},
+                    "match_typed_subject_alt_names": [
+                        {"san_type": "URI", "matcher": {"exact": spiffe_id(service)}}
+                    ],
+                },
+            },
+        },
+    }
+
+
+def cluster(service: str, identity: TlsFiles) -> dict[str, Any]:
     endpoints = []
     for addr in grpc_addr(service).split(","):
         host, _, port = addr.strip().rpartition(":")
@@ -94,6 +125,7 @@ def cluster(service: str) -> dict[str, Any]:
             }
         },
         "load_assignment": {"cluster_name": service, "endpoints": [{"lb_endpoints": endpoints}]},
+        "transport_socket": upstream_tls(service, identity),
         "health_checks": [
             {
                 "timeout": "1s",
@@ -312,6 +344,7 @@ def config(descriptor_path: Path) -> dict[str, Any]:
     edge_port = env_int("EDGE_PORT", 8080)
     admin_port = env_int("EDGE_ADMIN_PORT", 9901)
     listen = env_str("EDGE_LISTEN_ADDRESS", "127.0.0.1")
+    identity = TlsFiles.for_workload("edge")
     hcm = {
         "@type": extension("filters.network.http_connection_manager.v3.HttpConnectionManager"),
         "stat_prefix": "edge",
@@ -375,7 +408,7 @@ def config(descriptor_path: Path) -> dict[str, Any]:
                 }
             ],
             "clusters": [
-                *(cluster(service) for service in SERVICES),
+                *(cluster(service, identity) for service in SERVICES),
                 {
                     "name": "edge_self",
                     "type": "STATIC",

@@ -22,6 +22,7 @@ import grpc
 import jwt
 from google.protobuf import json_format
 
+from runtime import tls
 from runtime.errors import unauthenticated
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,10 @@ class RemoteJwks:
 
     REFETCH_INTERVAL = 5.0
 
-    def __init__(self, auth_addr: str) -> None:
+    def __init__(self, auth_addr: str, identity: tls.TlsFiles) -> None:
         self._auth_addr = auth_addr
+        self._identity = identity
+        self._channel: grpc.aio.Channel | None = None
         self._keys: dict[str, Any] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
@@ -148,11 +151,12 @@ class RemoteJwks:
         from ticketing.auth.v1 import auth_pb2, auth_pb2_grpc
 
         self._fetched_at = time.monotonic()
+        if self._channel is None:  # made in the server's event loop, kept for its life
+            self._channel = tls.aio_channel(self._auth_addr, "auth", self._identity)
         try:
-            async with grpc.aio.insecure_channel(self._auth_addr) as channel:
-                jwks = await auth_pb2_grpc.AuthServiceStub(channel).GetJwks(
-                    auth_pb2.GetJwksRequest(), timeout=3
-                )
+            jwks = await auth_pb2_grpc.AuthServiceStub(self._channel).GetJwks(
+                auth_pb2.GetJwksRequest(), timeout=3
+            )
         except grpc.RpcError as exc:
             log.warning("could not fetch JWKS from %s: %s", self._auth_addr, exc)
             return

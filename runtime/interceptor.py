@@ -1,7 +1,8 @@
 """The one server interceptor every service runs.
 
-For each unary RPC it: adopts or mints the request id, enforces the RPC's
-declared access rule (`ticketing.common.v1.access`), maps `ServiceError` to a
+For each unary RPC it: adopts or mints the request id, refuses callers whose
+mesh identity the RPC does not name (`ticketing.common.v1.callers`), enforces
+the RPC's declared access rule (`ticketing.common.v1.access`), maps `ServiceError` to a
 rich `google.rpc.Status`, hides unexpected exceptions behind INTERNAL, and
 writes one structured log line and the RPC metrics.
 """
@@ -13,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -29,6 +31,7 @@ from runtime.errors import (
 )
 from runtime.identity import Caller, Role, TokenVerifier, bearer_token, current_caller
 from runtime.logs import request_id_var
+from runtime.tls import peer_workload
 from ticketing.common.v1 import access_pb2
 
 log = logging.getLogger("rpc")
@@ -46,20 +49,40 @@ _ROLES_FOR_ACCESS = {
 }
 
 
-def access_rules(services: Iterable[ServiceDescriptor]) -> dict[str, int]:
-    """Maps '/pkg.Service/Method' to its declared access; every RPC must declare one."""
+@dataclass(frozen=True)
+class AccessRule:
+    access: int  # an access_pb2.Access value
+    callers: frozenset[str]  # workloads that may call, by their SPIFFE id's last part
+
+
+def access_rules(services: Iterable[ServiceDescriptor]) -> dict[str, AccessRule]:
+    """Maps '/pkg.Service/Method' to its declared rule; every RPC must declare an
+    access and name its callers, or the server does not start."""
     rules = {}
     for service in services:
         for method in service.methods:
-            access = method.GetOptions().Extensions[access_pb2.access]
+            options = method.GetOptions()
+            access = options.Extensions[access_pb2.access]
+            callers = frozenset(options.Extensions[access_pb2.callers].workloads)
             if access == access_pb2.ACCESS_UNSPECIFIED:
                 raise RuntimeError(f"{service.full_name}.{method.name} declares no access rule")
-            rules[f"/{service.full_name}/{method.name}"] = access
+            if not callers:
+                raise RuntimeError(f"{service.full_name}.{method.name} names no callers")
+            rules[f"/{service.full_name}/{method.name}"] = AccessRule(access, callers)
     return rules
 
 
+def caller_not_allowed(workload: str | None) -> ServiceError:
+    return ServiceError(
+        grpc.StatusCode.PERMISSION_DENIED,
+        "CALLER_NOT_ALLOWED",
+        f"workload {workload or '(none)'} may not call this method",
+        metadata={"caller": workload or ""},
+    )
+
+
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, rules: dict[str, int], verifier: TokenVerifier) -> None:
+    def __init__(self, rules: dict[str, AccessRule], verifier: TokenVerifier) -> None:
         self._rules = rules
         self._verifier = verifier
         # One wrapped handler per method, made on its first call, not per RPC.
@@ -74,19 +97,20 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if wrapped is not None:
             return wrapped
         handler = await continuation(details)
-        access = self._rules.get(details.method)
-        # Health checks and reflection are not ours to wrap.
-        if handler is None or access is None or handler.unary_unary is None:
+        rule = self._rules.get(details.method)
+        # Health checks and reflection are not ours to wrap: any workload of the
+        # mesh (one with a certificate from its CA) may use them.
+        if handler is None or rule is None or handler.unary_unary is None:
             return handler
         wrapped = self._wrapped[details.method] = grpc.unary_unary_rpc_method_handler(
-            self._wrap(details.method, access, handler.unary_unary),
+            self._wrap(details.method, rule, handler.unary_unary),
             request_deserializer=validation.tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )
         return wrapped
 
     def _wrap(
-        self, method: str, access: int, inner: Callable[[Any, grpc.aio.ServicerContext], Any]
+        self, method: str, rule: AccessRule, inner: Callable[[Any, grpc.aio.ServicerContext], Any]
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         async def behavior(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
@@ -97,7 +121,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             who: Caller | None = None
             failure: ServiceError | None = None
             try:
-                who = await self._authenticate(access, metadata)
+                workload = peer_workload(context)
+                if workload not in rule.callers:
+                    raise caller_not_allowed(workload)
+                who = await self._authenticate(rule.access, metadata)
                 current_caller.set(who)
                 validation.check_request(request, metadata)
                 return await inner(request, context)

@@ -26,6 +26,7 @@ from runtime import metrics
 from runtime.config import Settings, grpc_target
 from runtime.identity import RemoteJwks, TokenVerifier
 from runtime.interceptor import ServiceInterceptor, access_rules
+from runtime.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +69,9 @@ class GrpcService:
     @contextlib.asynccontextmanager
     async def serving(self) -> Any:
         rules = access_rules(r.descriptor for r in self.registrations)
+        identity = TlsFiles.for_workload(self.settings.service)
         verifier = self.verifier or TokenVerifier(
-            RemoteJwks(grpc_target("auth")).key_for,
+            RemoteJwks(grpc_target("auth"), identity).key_for,
             self.settings.jwt_issuer,
             self.settings.jwt_audience,
         )
@@ -94,7 +96,8 @@ class GrpcService:
             ],
             server,
         )
-        if server.add_insecure_port(self.settings.listen_addr) == 0:
+        # Mutual TLS only (DESIGN §13): no plaintext port, not even on loopback.
+        if server.add_secure_port(self.settings.listen_addr, identity.server_credentials()) == 0:
             raise RuntimeError(f"cannot listen on {self.settings.listen_addr}")
         metrics.serve(self.settings.metrics_port)
 

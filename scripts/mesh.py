@@ -23,6 +23,12 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the runtime needs the virtualenv; `backing` does not
+    import grpc
+
+    from runtime.tls import TlsFiles
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -72,10 +78,20 @@ def ensure_backing_services() -> None:
         wait_for(lambda port=port: port_open(port), name, 90)
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nothing listens on, never the same one twice in this process: the
+    services bind with SO_REUSEPORT, so two of them given one port would share
+    it without an error (and Envoy would find event answering for auth)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def envoy_clusters_healthy(admin_port: int, clusters: list[str]) -> bool:
@@ -123,6 +139,25 @@ class Mesh:
         """A gRPC channel target reaching every replica of `service`."""
         addresses = self.addr(service).split(",")
         return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
+
+    @property
+    def tls_dir(self) -> Path:
+        return Path(self.env.get("TLS_DIR") or REPO / "var" / "tls")
+
+    def identity(self, workload: str = "developer") -> TlsFiles:
+        """The certificate and key `workload` presents in this mesh."""
+        from runtime.tls import TlsFiles
+
+        return TlsFiles.for_workload(workload, self.tls_dir)
+
+    def channel(
+        self, service: str, workload: str = "developer", addr: str | None = None
+    ) -> grpc.Channel:
+        """A channel to `service` (or to one of its processes at `addr`), presenting
+        `workload`'s certificate."""
+        from runtime import tls
+
+        return tls.channel(addr or self.target(service), service, self.identity(workload))
 
     def run(self, *argv: str) -> None:
         subprocess.run(argv, env=self.service_env(), cwd=REPO, check=True)
@@ -177,7 +212,12 @@ class Mesh:
             or env.get(f"{service.upper()}_GRPC_ADDR")
             or self.addr(service).split(",")[0]
         )
-        wait_for(lambda: serving(addr) or self._exited(name), f"{name} on {addr}", timeout)
+        developer = self.identity()
+        wait_for(
+            lambda: serving(addr, identity=developer) or self._exited(name),
+            f"{name} on {addr}",
+            timeout,
+        )
         if self._exited(name):
             raise RuntimeError(f"{name} exited; see {self.logs / (name + '.log')}")
         return addr

@@ -56,7 +56,7 @@ def audit_event(mesh: Mesh, event_id: str) -> Audit:
         ):
             name = event_pb2.Tier.Name(tier).removeprefix("TIER_").lower()
             audit.sold[f"{name}-{row}-{number}"] = str(booking_id)
-    with grpc.insecure_channel(mesh.target("payment")) as channel:
+    with mesh.channel("payment", "booking") as channel:  # LookupPayment is booking's
         payments = payment_pb2_grpc.PaymentServiceStub(channel)
         for booking_id in audit.bookings:
             try:
@@ -75,7 +75,7 @@ def audit_event(mesh: Mesh, event_id: str) -> Audit:
                     f"{booking_id} charged {payment.amount.amount_minor}, "
                     f"total {totals[booking_id]}"
                 )
-    with grpc.insecure_channel(mesh.target("event")) as channel:
+    with mesh.channel("event") as channel:
         event = event_pb2_grpc.EventServiceStub(channel).GetEvent(
             event_pb2.GetEventRequest(event_id=event_id)
         )

@@ -4,7 +4,8 @@ free ports, against the real PostgreSQL, Redis and RabbitMQ.
 Tests get their own databases (ticketing_test_*), Redis database 15 and
 RabbitMQ vhost `ticketing_test`, so they can run beside `make up`. Set
 TEST_NAMESPACE (and TEST_REDIS_DB) to run two test sessions side by side,
-and TEST_REPLICAS=2 to run event and booking as two processes each.
+and TEST_REPLICAS=2 to run event and booking as two processes each. The mesh has
+its own CA and workload certificates in its state directory (TLS_DIR).
 """
 
 from __future__ import annotations
@@ -87,6 +88,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, mail_sink: MailSink) -> Itera
         "LOG_LEVEL": "DEBUG",  # every RPC in the logs, as a test may look for one
         "JWKS_CACHE_SECONDS": "2",  # so the key rotation test need not wait long
         "AUTH_RATE_LIMIT_PER_MINUTE": "100000",  # the tests register many users
+        "TLS_DIR": str(state / "tls"),
     }
     for service in SERVICES:
         env[f"{service.upper()}_DATABASE_URL"] = f"{PG}/{NAMESPACE}_{service}"
@@ -95,6 +97,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, mail_sink: MailSink) -> Itera
     running = Mesh(state, env)
     for service in SCALED_SERVICES if REPLICAS > 1 else ():
         running.scale(service, REPLICAS, [free_port() for _ in range(REPLICAS)])
+    running.run(PYTHON, "-m", "runtime.certs", "--dir", env["TLS_DIR"])
     running.run(PYTHON, "-m", "auth", "keys")
     running.run(PYTHON, "-m", "notification", "keys")
     running.migrate()
@@ -114,7 +117,7 @@ def edge(mesh: Mesh) -> Edge:
 
 @pytest.fixture(scope="session")
 def auth_channel(mesh: Mesh) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(mesh.target("auth")) as channel:
+    with mesh.channel("auth") as channel:
         yield channel
 
 
@@ -125,7 +128,15 @@ def keys_dir(mesh: Mesh) -> Path:
 
 @pytest.fixture(scope="session")
 def event_channel(mesh: Mesh) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(mesh.target("event")) as channel:
+    with mesh.channel("event") as channel:
+        yield channel
+
+
+@pytest.fixture(scope="session")
+def event_channel_as_booking(mesh: Mesh) -> Iterator[grpc.Channel]:
+    """The event service as the booking service reaches it: the only workload
+    allowed to call the hold and sale RPCs."""
+    with mesh.channel("event", "booking") as channel:
         yield channel
 
 

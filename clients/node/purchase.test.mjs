@@ -1,12 +1,14 @@
 // A Node.js client of the ticketing mesh, built only from the .proto files
 // (@grpc/grpc-js + @grpc/proto-loader): register -> login -> create event ->
-// book -> get booking, straight against the services.
+// book -> get booking, straight against the services over mutual TLS with the
+// developer certificate that `make up` issues into var/tls (TLS_DIR).
 //
 //   AUTH_ADDR=127.0.0.1:3001 EVENT_ADDR=127.0.0.1:3003 BOOKING_ADDR=127.0.0.1:3002 \
 //   ADMIN_EMAIL=admin@example.com ADMIN_PASSWORD=admin-change-me \
 //   node --test clients/node/purchase.test.mjs
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
@@ -25,7 +27,10 @@ const definition = protoLoader.loadSync(
 );
 const ticketing = grpc.loadPackageDefinition(definition).ticketing;
 
-const credentials = grpc.credentials.createInsecure();
+const tlsDir = env("TLS_DIR", path.resolve(here, "../../var/tls"));
+const pem = (file) => readFileSync(path.join(tlsDir, file));
+const credentials = grpc.credentials.createSsl(
+  pem("ca.pem"), pem("developer.key"), pem("developer.pem"));
 const auth = new ticketing.auth.v1.AuthService(env("AUTH_ADDR", "127.0.0.1:3001"), credentials);
 const events = new ticketing.event.v1.EventService(env("EVENT_ADDR", "127.0.0.1:3003"), credentials);
 const bookings = new ticketing.booking.v1.BookingService(

@@ -33,6 +33,7 @@ def run(mesh: Mesh, *argv: str) -> str:
         "BOOKING_ADDR": mesh.target("booking"),
         "ADMIN_EMAIL": ADMIN_EMAIL,
         "ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "TLS_DIR": str(mesh.tls_dir),
         "GRPCURL": shutil.which("grpcurl") or str(REPO / ".venv" / "bin" / "grpcurl"),
     }
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)

@@ -6,7 +6,6 @@ import time
 import uuid
 from datetime import timedelta
 
-import grpc
 import pytest
 
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
@@ -94,7 +93,7 @@ def test_list_events_pages_and_hides_started_events(edge: Edge, organizer: str) 
 
 def test_list_seats_filters_by_tier_and_status(edge: Edge, organizer: str, mesh) -> None:
     event = create(edge, organizer)
-    with grpc.insecure_channel(mesh.target("event")) as channel:
+    with mesh.channel("event", "booking") as channel:  # the hold RPCs are booking's
         stub = event_pb2_grpc.EventServiceStub(channel)
         booking = str(uuid.uuid4())
         sold = stub.LockSeat(

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
-import grpc
 import jwt
 import pika
 import psycopg
@@ -350,6 +349,7 @@ def booking_via_broker_proxy(mesh: Mesh) -> Iterator[tuple[str, FaultProxy]]:
 
 
 def test_confirmations_survive_a_broker_outage(
+    mesh: Mesh,
     edge: Edge,
     event: dict,
     mail_sink: MailSink,
@@ -359,7 +359,7 @@ def test_confirmations_survive_a_broker_outage(
     addr, proxy = booking_via_broker_proxy
     proxy.cut()
     booking_ids = []
-    with grpc.insecure_channel(addr) as channel:
+    with mesh.channel("booking", addr=addr) as channel:
         stub = booking_pb2_grpc.BookingServiceStub(channel)
         token = mint_token(keys_dir, email="outage@example.com")
         for seat in [f"standard-{row}-{n}" for row in (1, 2) for n in range(1, 11)]:

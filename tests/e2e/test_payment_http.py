@@ -28,7 +28,7 @@ def charge_request(user_id: str) -> payment_pb2.ChargeRequest:
 
 def charge(mesh: Mesh, user_id: str) -> payment_pb2.Payment:
     """A payment made the way the booking service makes one: over gRPC, inside the mesh."""
-    with grpc.insecure_channel(mesh.target("payment")) as channel:
+    with mesh.channel("payment", "booking") as channel:
         return payment_pb2_grpc.PaymentServiceStub(channel).Charge(charge_request(user_id))
 
 

@@ -131,7 +131,7 @@ def test_a_login_burst_queues_for_argon2_and_stays_under_150_mb(mesh: Mesh) -> N
         "auth", name="auth-burst", env={"AUTH_GRPC_ADDR": addr, "ARGON2_WORKERS": "2"}
     )
     try:
-        with grpc.insecure_channel(addr) as channel:
+        with mesh.channel("auth", addr=addr) as channel:
             auth = auth_pb2_grpc.AuthServiceStub(channel)
             user = register(auth)
             login = auth_pb2.LoginRequest(email=user.email, password="s3cret-pass")

@@ -45,6 +45,7 @@ class Rig:
         """Loses payment answers from now on; the connection is made first, because a
         connection whose handshake is lost never carries a request at all."""
         outcome = create_booking(
+            self.mesh,
             self.booking_addr,
             token,
             warm_up_event,
@@ -89,13 +90,13 @@ def rig(mesh: Mesh) -> Iterator[Rig]:
 
 @pytest.fixture
 def event_id(mesh: Mesh, organizer_token: str) -> str:
-    with grpc.insecure_channel(mesh.target("event")) as channel:
+    with mesh.channel("event") as channel:
         return create_event_grpc(event_pb2_grpc.EventServiceStub(channel), organizer_token).event_id
 
 
 @pytest.fixture(scope="module")
 def warm_up_event(mesh: Mesh, organizer_token: str) -> str:
-    with grpc.insecure_channel(mesh.target("event")) as channel:
+    with mesh.channel("event") as channel:
         return create_event_grpc(
             event_pb2_grpc.EventServiceStub(channel),
             organizer_token,
@@ -109,7 +110,7 @@ def buyer(keys_dir: Path) -> str:
 
 
 def create_booking(
-    addr: str, token: str, event_id: str, seats: list[str], request_id: str
+    mesh: Mesh, addr: str, token: str, event_id: str, seats: list[str], request_id: str
 ) -> tuple[grpc.StatusCode, str, dict]:
     request = booking_pb2.CreateBookingRequest(
         event_id=event_id,
@@ -117,7 +118,7 @@ def create_booking(
         request_id=request_id,
         payment_method=json_format.ParseDict(card(), payment_pb2.PaymentMethod()),
     )
-    with grpc.insecure_channel(addr) as channel:
+    with mesh.channel("booking", addr=addr) as channel:
         try:
             booking = booking_pb2_grpc.BookingServiceStub(channel).CreateBooking(
                 request, metadata=bearer(token), timeout=30
@@ -131,7 +132,7 @@ def create_booking(
 def settled_state(mesh: Mesh, token: str, booking_id: str, timeout: float = 30) -> str:
     """Waits for the sweep to move a booking out of PENDING."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(mesh.target("booking")) as channel:
+    with mesh.channel("booking") as channel:
         stub = booking_pb2_grpc.BookingServiceStub(channel)
         while time.monotonic() < deadline:
             booking = stub.GetBooking(
@@ -156,7 +157,7 @@ def test_lost_payment_answer_is_settled_as_a_sale(
     rig.drop_payment_replies(warm_up_event, buyer)
     try:
         code, reason, metadata = create_booking(
-            rig.booking_addr, buyer, event_id, ["vip-1-1", "vip-1-2"], str(uuid.uuid4())
+            rig.mesh, rig.booking_addr, buyer, event_id, ["vip-1-1", "vip-1-2"], str(uuid.uuid4())
         )
     finally:
         rig.proxy.restore()
@@ -177,7 +178,7 @@ def test_money_taken_for_seats_sold_meanwhile_is_refunded(
     rig.drop_payment_replies(warm_up_event, buyer)
     try:
         code, _, metadata = create_booking(
-            rig.booking_addr, buyer, event_id, ["vip-2-1"], str(uuid.uuid4())
+            rig.mesh, rig.booking_addr, buyer, event_id, ["vip-2-1"], str(uuid.uuid4())
         )
         assert code is grpc.StatusCode.UNAVAILABLE
         # While the outcome is unknown the hold lapses and someone else buys the seat
@@ -186,7 +187,12 @@ def test_money_taken_for_seats_sold_meanwhile_is_refunded(
         rival = mint_token(keys_dir, email="rival@example.com")
         assert (
             create_booking(
-                rig.mesh.target("booking"), rival, event_id, ["vip-2-1"], str(uuid.uuid4())
+                rig.mesh,
+                rig.mesh.target("booking"),
+                rival,
+                event_id,
+                ["vip-2-1"],
+                str(uuid.uuid4()),
             )[1]
             == "BOOKING_STATE_CONFIRMED"
         )
@@ -206,7 +212,7 @@ def test_unreachable_payment_takes_no_money_and_frees_the_seats(
     rig.proxy.cut()
     try:
         code, _, metadata = create_booking(
-            rig.booking_addr, buyer, event_id, ["standard-1-1"], str(uuid.uuid4())
+            rig.mesh, rig.booking_addr, buyer, event_id, ["standard-1-1"], str(uuid.uuid4())
         )
     finally:
         rig.proxy.restore()
@@ -225,6 +231,7 @@ def test_payment_and_booking_killed_mid_saga(
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(
             create_booking,
+            rig.mesh,
             rig.booking_addr,
             buyer,
             event_id,
@@ -240,7 +247,7 @@ def test_payment_and_booking_killed_mid_saga(
     rig.restart_booking()
     # The client retries its request: the same booking, never a second charge.
     code, state, _ = create_booking(
-        rig.booking_addr, buyer, event_id, ["standard-2-1", "vip-1-5"], request_id
+        rig.mesh, rig.booking_addr, buyer, event_id, ["standard-2-1", "vip-1-5"], request_id
     )
     audit = audit_event(rig.mesh, event_id)
     [booking_id] = audit.bookings

@@ -20,7 +20,14 @@ from ticketing.event.v1 import event_pb2, event_pb2_grpc
 
 
 @pytest.fixture(scope="module")
-def events(event_channel: grpc.Channel) -> event_pb2_grpc.EventServiceStub:
+def events(event_channel_as_booking: grpc.Channel) -> event_pb2_grpc.EventServiceStub:
+    """The hold and sale RPCs, called as booking (their only allowed caller)."""
+    return event_pb2_grpc.EventServiceStub(event_channel_as_booking)
+
+
+@pytest.fixture(scope="module")
+def public(event_channel: grpc.Channel) -> event_pb2_grpc.EventServiceStub:
+    """The public RPCs (CreateEvent, GetEvent), called as a developer."""
     return event_pb2_grpc.EventServiceStub(event_channel)
 
 
@@ -32,8 +39,8 @@ def store(mesh: Mesh) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def event(events: event_pb2_grpc.EventServiceStub, organizer_token: str) -> event_pb2.Event:
-    return create_event_grpc(events, organizer_token)
+def event(public: event_pb2_grpc.EventServiceStub, organizer_token: str) -> event_pb2.Event:
+    return create_event_grpc(public, organizer_token)
 
 
 def lock(
@@ -72,23 +79,23 @@ def holder(store: redis.Redis, event: event_pb2.Event, seat: str) -> str | None:
     return store.get(f"ev:{{{event.event_id}}}:hold:{seat}")
 
 
-def tier_counts(events: event_pb2_grpc.EventServiceStub, event: event_pb2.Event) -> dict:
-    got = events.GetEvent(event_pb2.GetEventRequest(event_id=event.event_id))
+def tier_counts(public: event_pb2_grpc.EventServiceStub, event: event_pb2.Event) -> dict:
+    got = public.GetEvent(event_pb2.GetEventRequest(event_id=event.event_id))
     return {event_pb2.Tier.Name(t.tier): (t.available, t.held, t.sold) for t in got.tiers}
 
 
-def test_lock_prices_each_seat_by_its_tier_and_counts_it_held(events, event) -> None:
+def test_lock_prices_each_seat_by_its_tier_and_counts_it_held(events, public, event) -> None:
     held = lock(events, event, ["VIP-1-1", "normal-2-3"], "booking-a")
     assert [s.seat_id for s in held.seats] == ["vip-1-1", "standard-2-3"]
     assert [s.price.amount_minor for s in held.seats] == [15000, 5000]
     assert held.owner_token == "booking-a" and held.fencing_token > 0
     assert held.event.title == event.title
-    assert tier_counts(events, event) == {"TIER_STANDARD": (39, 1, 0), "TIER_VIP": (9, 1, 0)}
+    assert tier_counts(public, event) == {"TIER_STANDARD": (39, 1, 0), "TIER_VIP": (9, 1, 0)}
     again = lock(events, event, ["vip-1-1"], "booking-a")  # the same owner: idempotent
     assert again.fencing_token > held.fencing_token
 
 
-def test_fifty_racing_lockers_never_share_a_seat(events, event, store) -> None:
+def test_fifty_racing_lockers_never_share_a_seat(events, public, event, store) -> None:
     pool = [f"standard-1-{n}" for n in range(1, 11)] + [f"vip-1-{n}" for n in range(1, 6)]
     rng = random.Random(7)
     wants = {f"owner-{i}": rng.sample(pool, rng.randint(1, 4)) for i in range(50)}
@@ -114,20 +121,20 @@ def test_fifty_racing_lockers_never_share_a_seat(events, event, store) -> None:
             assert holders == {owner}
         else:
             assert owner not in holders, f"{owner} lost yet holds part of its seats"
-    counts = tier_counts(events, event)
+    counts = tier_counts(public, event)
     assert counts["TIER_STANDARD"][1] + counts["TIER_VIP"][1] == len(taken)
 
 
-def test_expired_hold_frees_the_seat_and_cannot_be_confirmed(events, event) -> None:
+def test_expired_hold_frees_the_seat_and_cannot_be_confirmed(events, public, event) -> None:
     held = lock(events, event, ["vip-2-1"], "slow-owner", ttl=1)
     time.sleep(1.3)
-    assert tier_counts(events, event)["TIER_VIP"] == (10, 0, 0)
+    assert tier_counts(public, event)["TIER_VIP"] == (10, 0, 0)
     late = error_details(fails(confirm, events, event, ["vip-2-1"], held, str(uuid.uuid4())))
     assert (late.code, late.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "HOLD_EXPIRED")
     assert lock(events, event, ["vip-2-1"], "next-owner").owner_token == "next-owner"
 
 
-def test_only_the_owner_releases(events, event, store) -> None:
+def test_only_the_owner_releases(events, public, event, store) -> None:
     lock(events, event, ["standard-3-1", "standard-3-2"], "owner-a")
     foreign = events.ReleaseSeat(
         event_pb2.ReleaseSeatRequest(
@@ -144,19 +151,19 @@ def test_only_the_owner_releases(events, event, store) -> None:
         )
     )
     assert list(own.released_seat_ids) == ["standard-3-1", "standard-3-2"]
-    assert tier_counts(events, event)["TIER_STANDARD"] == (40, 0, 0)
+    assert tier_counts(public, event)["TIER_STANDARD"] == (40, 0, 0)
 
 
-def test_confirm_sells_and_return_puts_back(events, event, store) -> None:
+def test_confirm_sells_and_return_puts_back(events, public, event, store) -> None:
     seats = ["vip-1-2", "standard-4-10"]
     booking = str(uuid.uuid4())
     held = lock(events, event, seats, booking)
     sold = confirm(events, event, seats, held, booking)
     assert {s.status for s in sold.seats} == {event_pb2.SEAT_STATUS_SOLD}
-    assert tier_counts(events, event) == {"TIER_STANDARD": (39, 0, 1), "TIER_VIP": (9, 0, 1)}
+    assert tier_counts(public, event) == {"TIER_STANDARD": (39, 0, 1), "TIER_VIP": (9, 0, 1)}
     # A retry of the same confirmation is a no-op success.
     assert len(confirm(events, event, seats, held, booking).seats) == 2
-    assert tier_counts(events, event)["TIER_VIP"] == (9, 0, 1)
+    assert tier_counts(public, event)["TIER_VIP"] == (9, 0, 1)
     taken = error_details(fails(lock, events, event, ["vip-1-2"], "someone-else"))
     assert taken.reason == "SEAT_UNAVAILABLE" and taken.metadata["seat_ids"] == "vip-1-2"
 
@@ -164,12 +171,12 @@ def test_confirm_sells_and_return_puts_back(events, event, store) -> None:
         event_pb2.ReturnSeatsRequest(event_id=event.event_id, booking_id=booking)
     )
     assert sorted(returned.returned_seat_ids) == sorted(seats)
-    assert tier_counts(events, event) == {"TIER_STANDARD": (40, 0, 0), "TIER_VIP": (10, 0, 0)}
+    assert tier_counts(public, event) == {"TIER_STANDARD": (40, 0, 0), "TIER_VIP": (10, 0, 0)}
     assert holder(store, event, "vip-1-2") is None
     assert lock(events, event, ["vip-1-2"], "someone-else").owner_token == "someone-else"
 
 
-def test_database_refuses_a_second_sale_even_if_redis_lies(events, event, store) -> None:
+def test_database_refuses_a_second_sale_even_if_redis_lies(events, public, event, store) -> None:
     first = str(uuid.uuid4())
     held = lock(events, event, ["vip-2-5"], first)
     confirm(events, event, ["vip-2-5"], held, first)
@@ -181,7 +188,7 @@ def test_database_refuses_a_second_sale_even_if_redis_lies(events, event, store)
         grpc.StatusCode.FAILED_PRECONDITION,
         "SEAT_UNAVAILABLE",
     )
-    assert tier_counts(events, event)["TIER_VIP"][2] == 1
+    assert tier_counts(public, event)["TIER_VIP"][2] == 1
 
 
 def test_holds_rebuild_sold_markers_after_redis_lost_them(events, event, store) -> None:

@@ -18,8 +18,11 @@ from ticketing.event.v1 import event_pb2, event_pb2_grpc
 
 
 @pytest.fixture(scope="module")
-def proxied(mesh: Mesh) -> Iterator[tuple[event_pb2_grpc.EventServiceStub, FaultProxy]]:
-    """A second event service whose Redis connection runs through a fault proxy."""
+def proxied(
+    mesh: Mesh,
+) -> Iterator[tuple[event_pb2_grpc.EventServiceStub, event_pb2_grpc.EventServiceStub, FaultProxy]]:
+    """A second event service whose Redis connection runs through a fault proxy:
+    its stub for a developer (CreateEvent), for booking (LockSeat), and the proxy."""
     proxy = FaultProxy(("127.0.0.1", 6379)).start()
     addr = f"127.0.0.1:{free_port()}"
     db = mesh.env["REDIS_URL"].rsplit("/", 1)[1]
@@ -29,8 +32,15 @@ def proxied(mesh: Mesh) -> Iterator[tuple[event_pb2_grpc.EventServiceStub, Fault
         env={"EVENT_GRPC_ADDR": addr, "REDIS_URL": f"redis://{proxy.address}/{db}"},
     )
     try:
-        with grpc.insecure_channel(addr) as channel:
-            yield event_pb2_grpc.EventServiceStub(channel), proxy
+        with (
+            mesh.channel("event", addr=addr) as developer,
+            mesh.channel("event", "booking", addr=addr) as booking,
+        ):
+            yield (
+                event_pb2_grpc.EventServiceStub(developer),
+                event_pb2_grpc.EventServiceStub(booking),
+                proxy,
+            )
     finally:
         mesh.stop("event-via-proxy")
         proxy.close()
@@ -60,8 +70,8 @@ def try_lock(
 def test_lock_seat_fails_fast_and_whole_without_redis(
     mesh, proxied, organizer_token, fault
 ) -> None:
-    stub, proxy = proxied
-    event = create_event_grpc(stub, organizer_token)
+    public, stub, proxy = proxied
+    event = create_event_grpc(public, organizer_token)
     getattr(proxy, fault)()
     try:
         owner = str(uuid.uuid4())

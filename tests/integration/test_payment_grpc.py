@@ -22,14 +22,17 @@ from ticketing.payment.v1 import payment_pb2, payment_pb2_grpc
 
 
 @pytest.fixture(scope="module")
-def payment_channel(mesh: Mesh) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(mesh.target("payment")) as channel:
-        yield channel
+def payments(mesh: Mesh) -> Iterator[payment_pb2_grpc.PaymentServiceStub]:
+    """The payment service as booking reaches it, the only caller of Charge and
+    Refund; GetPayment is for the edge and developers (`public_payments`)."""
+    with mesh.channel("payment", "booking") as channel:
+        yield payment_pb2_grpc.PaymentServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
-def payments(payment_channel: grpc.Channel) -> payment_pb2_grpc.PaymentServiceStub:
-    return payment_pb2_grpc.PaymentServiceStub(payment_channel)
+def public_payments(mesh: Mesh) -> Iterator[payment_pb2_grpc.PaymentServiceStub]:
+    with mesh.channel("payment") as channel:
+        yield payment_pb2_grpc.PaymentServiceStub(channel)
 
 
 @pytest.fixture(scope="module")
@@ -200,22 +203,24 @@ def test_lookup_finds_a_payment_by_its_key_or_not_at_all(payments) -> None:
     assert [v.field for v in empty.violations] == ["idempotency_key"]
 
 
-def test_only_the_payer_or_an_admin_reads_a_payment(payments, keys_dir: Path) -> None:
+def test_only_the_payer_or_an_admin_reads_a_payment(
+    payments, public_payments, keys_dir: Path
+) -> None:
     payer = str(uuid.uuid4())
     paid = payments.Charge(charge_request(payer))
     request = payment_pb2.GetPaymentRequest(payment_id=paid.payment_id)
-    own = payments.GetPayment(request, metadata=bearer(mint_token(keys_dir, user_id=payer)))
+    own = public_payments.GetPayment(request, metadata=bearer(mint_token(keys_dir, user_id=payer)))
     assert own == paid
     other = error_details(
-        fails(payments.GetPayment, request, metadata=bearer(mint_token(keys_dir)))
+        fails(public_payments.GetPayment, request, metadata=bearer(mint_token(keys_dir)))
     )
     assert (other.code, other.reason) == (grpc.StatusCode.NOT_FOUND, "PAYMENT_NOT_FOUND")
-    admin = payments.GetPayment(request, metadata=bearer(mint_token(keys_dir, role="admin")))
+    admin = public_payments.GetPayment(request, metadata=bearer(mint_token(keys_dir, role="admin")))
     assert admin == paid
-    assert fails(payments.GetPayment, request).code() is grpc.StatusCode.UNAUTHENTICATED
+    assert fails(public_payments.GetPayment, request).code() is grpc.StatusCode.UNAUTHENTICATED
     malformed = error_details(
         fails(
-            payments.GetPayment,
+            public_payments.GetPayment,
             payment_pb2.GetPaymentRequest(payment_id="nope"),
             metadata=bearer(mint_token(keys_dir, user_id=payer)),
         )

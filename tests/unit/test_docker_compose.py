@@ -31,9 +31,24 @@ def test_compose_runs_the_whole_stack_with_health_checks_and_restarts() -> None:
     rendered = compose("config")
     assert rendered.returncode == 0, rendered.stderr
     services = yaml.safe_load(rendered.stdout)["services"]
-    expected = {"postgres", "redis", "rabbitmq", "mailpit", "envoy", *SERVICES}
+    expected = {"certs", "postgres", "redis", "rabbitmq", "mailpit", "envoy", *SERVICES}
     assert set(services) == expected
+    # `certs` is a one-shot job the services wait for, not a long-running service.
+    assert services.pop("certs")["restart"] == "no"
     for name, service in services.items():
         assert service.get("healthcheck"), f"{name} has no health check"
         assert service.get("restart") == "unless-stopped", f"{name} is not restarted"
     assert json.dumps(services["notification"]["environment"]).count("mailpit") == 1
+
+
+def test_compose_gives_every_workload_its_mesh_certificates() -> None:
+    rendered = compose("config")
+    assert rendered.returncode == 0, rendered.stderr
+    services = yaml.safe_load(rendered.stdout)["services"]
+    for name in (*SERVICES, "envoy"):
+        service = services[name]
+        assert service["environment"]["TLS_DIR"] == "/data/tls", name
+        assert any("/data/tls" in str(volume) for volume in service["volumes"]), name
+    for name in SERVICES:  # Envoy waits for the services, so for the certificates too
+        depends = services[name]["depends_on"]["certs"]
+        assert depends["condition"] == "service_completed_successfully", name

@@ -79,3 +79,21 @@ def test_login_and_register_are_rate_limited() -> None:
         "/ticketing.auth.v1.AuthService/Login",
         "/ticketing.auth.v1.AuthService/Register",
     }
+
+
+def test_every_upstream_is_mutual_tls_to_that_service_alone() -> None:
+    clusters = render.config(Path("gen/descriptors.binpb"))["static_resources"]["clusters"]
+    services = [c for c in clusters if c["name"] != "edge_self"]
+    assert {c["name"] for c in services} == set(render.SERVICES)
+    for cluster in services:
+        context = cluster["transport_socket"]["typed_config"]["common_tls_context"]
+        certificate = context["tls_certificates"][0]["certificate_chain"]["filename"]
+        assert certificate.endswith("edge.pem")  # Envoy is the edge workload
+        assert context["validation_context"]["match_typed_subject_alt_names"] == [
+            {
+                "san_type": "URI",
+                "matcher": {"exact": f"spiffe://ticketing.local/{cluster['name']}"},
+            }
+        ]
+        # Health checks go over the cluster's transport socket: no plaintext override.
+        assert "transport_socket_match_criteria" not in cluster["health_checks"][0]

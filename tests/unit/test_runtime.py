@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import ServiceDescriptor
 
 from runtime import pagination
 from runtime.errors import STATUS_DETAILS_KEY, FieldViolation, ServiceError, error_details
-from runtime.interceptor import access_rules
+from runtime.interceptor import AccessRule, access_rules
+from runtime.tls import WORKLOADS
 from ticketing.auth.v1 import auth_pb2
 from ticketing.common.v1 import access_pb2
 from ticketing.event.v1 import event_pb2
@@ -60,14 +63,51 @@ def test_page_size_defaults_and_caps() -> None:
         pagination.page_size(-1)
 
 
-def test_every_rpc_declares_its_access() -> None:
+def test_every_rpc_declares_its_access_and_callers() -> None:
     rules = access_rules(
         [
             auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
             event_pb2.DESCRIPTOR.services_by_name["EventService"],
         ]
     )
-    assert rules["/ticketing.auth.v1.AuthService/Login"] == access_pb2.ACCESS_PUBLIC
-    assert rules["/ticketing.auth.v1.AuthService/ListUsers"] == access_pb2.ACCESS_ADMIN
-    assert rules["/ticketing.event.v1.EventService/LockSeat"] == access_pb2.ACCESS_INTERNAL
-    assert access_pb2.ACCESS_UNSPECIFIED not in rules.values()
+    public = frozenset({"edge", "developer"})
+    assert rules["/ticketing.auth.v1.AuthService/Login"] == AccessRule(
+        access_pb2.ACCESS_PUBLIC, public
+    )
+    assert rules["/ticketing.auth.v1.AuthService/ListUsers"] == AccessRule(
+        access_pb2.ACCESS_ADMIN, public
+    )
+    assert rules["/ticketing.event.v1.EventService/LockSeat"] == AccessRule(
+        access_pb2.ACCESS_INTERNAL, frozenset({"booking"})
+    )
+    assert rules["/ticketing.auth.v1.AuthService/GetJwks"].callers == frozenset(WORKLOADS)
+    assert all(rule.access != access_pb2.ACCESS_UNSPECIFIED for rule in rules.values())
+    assert all(rule.callers <= set(WORKLOADS) for rule in rules.values())
+
+
+def service_declaring(access: int, callers: list[str]) -> ServiceDescriptor:
+    """A one-method service built at run time with the given access options."""
+    pool = descriptor_pool.DescriptorPool()
+    for known in (descriptor_pb2.DESCRIPTOR, access_pb2.DESCRIPTOR):
+        proto = descriptor_pb2.FileDescriptorProto()
+        known.CopyToProto(proto)
+        pool.Add(proto)
+    file = descriptor_pb2.FileDescriptorProto(
+        name="probe.proto", package="probe", dependency=[access_pb2.DESCRIPTOR.name]
+    )
+    file.message_type.add(name="Empty")
+    method = file.service.add(name="Probe").method.add(
+        name="Call", input_type=".probe.Empty", output_type=".probe.Empty"
+    )
+    method.options.Extensions[access_pb2.access] = access
+    method.options.Extensions[access_pb2.callers].workloads.extend(callers)
+    pool.Add(file)
+    return pool.FindServiceByName("probe.Probe")
+
+
+def test_a_server_refuses_an_rpc_that_names_no_callers() -> None:
+    assert access_rules([service_declaring(access_pb2.ACCESS_INTERNAL, ["booking"])])
+    with pytest.raises(RuntimeError, match="names no callers"):
+        access_rules([service_declaring(access_pb2.ACCESS_INTERNAL, [])])
+    with pytest.raises(RuntimeError, match="declares no access rule"):
+        access_rules([service_declaring(access_pb2.ACCESS_UNSPECIFIED, ["edge"])])
