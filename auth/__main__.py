@@ -12,8 +12,8 @@ from auth.service import AuthUseCases
 from auth.throttle import LoginThrottle, ThrottlePolicy
 from runtime import cli, db
 from runtime.config import Settings, env_float, env_int, env_str
-from runtime.identity import TokenVerifier
 from runtime.outbox import OutboxRelay
+from runtime.revocation import RevocationBook
 from runtime.server import GrpcService
 from runtime.signing import KeyRing, ensure_key, generate_key
 from ticketing.auth.v1 import auth_pb2, auth_pb2_grpc
@@ -42,8 +42,10 @@ async def build(settings: Settings) -> GrpcService:
     )
     # Hashing more passwords at once than there are cores buys no throughput,
     # only memory (ARGON2_MEMORY_KIB apiece): a burst of logins queues instead.
+    # Half the cores, so a login rush cannot take the CPU a sale needs.
     hashing = ThreadPoolExecutor(
-        max_workers=env_int("ARGON2_WORKERS", os.cpu_count() or 1), thread_name_prefix="argon2"
+        max_workers=env_int("ARGON2_WORKERS", max(1, (os.cpu_count() or 1) // 2)),
+        thread_name_prefix="argon2",
     )
     throttle = LoginThrottle.connect(
         settings.redis_url,
@@ -53,17 +55,23 @@ async def build(settings: Settings) -> GrpcService:
             max_delay_seconds=env_float("LOGIN_DELAY_MAX_SECONDS", 900.0),
         ),
     )
+    revocations = RevocationBook(settings.redis_url)
     use_cases = AuthUseCases(
-        engine, keys, passwords, hashing, throttle, settings.jwt_issuer, settings.jwt_audience
+        engine,
+        keys,
+        passwords,
+        hashing,
+        throttle,
+        revocations,
+        settings.jwt_issuer,
+        settings.jwt_audience,
     )
     await use_cases.ensure_admin(env_str("ADMIN_EMAIL", "admin@example.com"), password)
 
     async def local_key(kid: str) -> object | None:
         return keys.public_key(kid)
 
-    service = GrpcService(
-        settings, TokenVerifier(local_key, settings.jwt_issuer, settings.jwt_audience)
-    )
+    service = GrpcService(settings, token_keys=local_key)
     service.add(
         auth_pb2.DESCRIPTOR.services_by_name["AuthService"],
         auth_pb2_grpc.add_AuthServiceServicer_to_server,
@@ -72,6 +80,7 @@ async def build(settings: Settings) -> GrpcService:
     service.workers += [
         db.disposing(engine),
         contextlib.aclosing(throttle),
+        contextlib.aclosing(revocations),
         OutboxRelay(settings.database_url, settings.amqp_url),
     ]
     return service

@@ -124,7 +124,9 @@ def access_claims(user: User, now: datetime, issuer: str, audience: str) -> dict
         "sub": str(user.user_id),
         "role": user.role.value,
         "email": user.email,
-        "iat": int(now.timestamp()),
+        # To the millisecond, so a token issued just after its user's sessions
+        # were revoked (runtime.revocation) is told from one issued just before.
+        "iat": round(now.timestamp(), 3),
         "exp": int((now + ACCESS_TOKEN_TTL).timestamp()),
         "jti": uuid.uuid4().hex,
     }

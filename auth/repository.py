@@ -152,6 +152,7 @@ class Accounts:
             await self._conn.execute(
                 sa.select(
                     refresh_tokens.c.family_id,
+                    refresh_tokens.c.user_id,
                     refresh_tokens.c.used_time,
                     refresh_tokens.c.revoked_time,
                 ).where(refresh_tokens.c.token_digest == digest)

@@ -22,6 +22,7 @@ from runtime import pagination, timestamps
 from runtime.errors import ServiceError, bad_field, not_found, parse_uuid
 from runtime.identity import Role
 from runtime.outbox import enqueue
+from runtime.revocation import RevocationBook
 from runtime.signing import KeyRing
 from ticketing.auth.v1 import messages_pb2
 
@@ -55,6 +56,7 @@ class AuthUseCases:
         passwords: domain.Passwords,
         hashing: Executor,
         throttle: LoginThrottle,
+        revocations: RevocationBook,
         issuer: str,
         audience: str,
     ) -> None:
@@ -66,6 +68,7 @@ class AuthUseCases:
         self._passwords = passwords
         self._hashing = hashing
         self._throttle = throttle
+        self._revocations = revocations
         self._issuer = issuer
         self._audience = audience
 
@@ -154,6 +157,7 @@ class AuthUseCases:
                 await accounts.revoke_family(known.family_id)
         if reused:
             log.warning("refresh token reuse; revoked family %s", known.family_id)
+            await self._revocations.revoke(str(known.user_id))
             raise _invalid_refresh(
                 "REFRESH_TOKEN_REUSED", "refresh token already used; the session is revoked"
             )
@@ -166,6 +170,9 @@ class AuthUseCases:
             accounts = Accounts(conn)
             known = await accounts.find_refresh_token(domain.refresh_token_digest(refresh_token))
             if known is not None:
+                # The access tokens go first: if that fails, the session stays
+                # whole and the caller retries the logout.
+                await self._revocations.revoke(str(known.user_id))
                 await accounts.revoke_family(known.family_id)
 
     async def get_user(self, user_id: str) -> User:
@@ -183,8 +190,11 @@ class AuthUseCases:
         return pagination.keyset_page(found, limit, lambda u: (u.create_time, u.user_id))
 
     async def set_role(self, user_id: str, role: Role) -> User:
+        target = parse_uuid(user_id, "user_id")
+        # Tokens carry the role: the old ones must go before the new role counts.
+        await self._revocations.revoke(str(target))
         async with self._engine.begin() as conn:
-            user = await Accounts(conn).set_role(parse_uuid(user_id, "user_id"), role)
+            user = await Accounts(conn).set_role(target, role)
         if user is None:
             raise not_found("user", user_id)
         log.info("user %s is now %s", user_id, role.value)

@@ -69,23 +69,33 @@ class TokenVerifier:
     # is trusted until it expires.
     CACHE_SIZE = 10_000
 
-    def __init__(self, key_for: KeyLookup, issuer: str, audience: str) -> None:
+    def __init__(
+        self,
+        key_for: KeyLookup,
+        issuer: str,
+        audience: str,
+        not_before: Callable[[str], float] = lambda user_id: 0.0,
+    ) -> None:
         self._key_for = key_for
         self._issuer = issuer
         self._audience = audience
-        self._verified: dict[str, tuple[Caller, float]] = {}
+        # When the user's sessions were last revoked (runtime.revocation).
+        self._not_before = not_before
+        self._verified: dict[str, tuple[Caller, float, float]] = {}
 
     async def verify(self, token: str) -> Caller:
         known = self._verified.get(token)
-        if known is not None and known[1] > time.time():
-            return known[0]
-        who, expires = await self._verify_signature(token)
-        if len(self._verified) >= self.CACHE_SIZE:
-            self._verified.clear()
-        self._verified[token] = (who, expires)
+        if known is None or known[1] <= time.time():
+            known = await self._verify_signature(token)
+            if len(self._verified) >= self.CACHE_SIZE:
+                self._verified.clear()
+            self._verified[token] = known
+        who, _, issued = known
+        if issued < self._not_before(who.user_id):
+            raise unauthenticated("access token revoked; sign in again")
         return who
 
-    async def _verify_signature(self, token: str) -> tuple[Caller, float]:
+    async def _verify_signature(self, token: str) -> tuple[Caller, float, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
@@ -105,7 +115,7 @@ class TokenVerifier:
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},
             )
             who = Caller(claims["sub"], Role(claims.get("role")), claims.get("email", ""))
-            return who, float(claims["exp"])
+            return who, float(claims["exp"]), float(claims["iat"])
         except jwt.ExpiredSignatureError as exc:
             raise unauthenticated("access token expired") from exc
         except (jwt.InvalidTokenError, ValueError) as exc:

@@ -24,8 +24,9 @@ from grpc_reflection.v1alpha import reflection
 
 from runtime import metrics
 from runtime.config import Settings, grpc_target
-from runtime.identity import RemoteJwks, TokenVerifier
+from runtime.identity import KeyLookup, RemoteJwks, TokenVerifier
 from runtime.interceptor import ServiceInterceptor, access_rules
+from runtime.revocation import Revocations
 from runtime.tls import TlsFiles
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class GrpcService:
     settings: Settings
     # Access tokens are checked against the auth service's published keys
     # unless a service brings its own (the auth service itself does).
-    verifier: TokenVerifier | None = None
+    token_keys: KeyLookup | None = None
     registrations: list[Registration] = field(default_factory=list)
     workers: list[AbstractAsyncContextManager[Any]] = field(default_factory=list)
 
@@ -70,10 +71,12 @@ class GrpcService:
     async def serving(self) -> Any:
         rules = access_rules(r.descriptor for r in self.registrations)
         identity = TlsFiles.for_workload(self.settings.service)
-        verifier = self.verifier or TokenVerifier(
-            RemoteJwks(grpc_target("auth"), identity).key_for,
+        revocations = Revocations(self.settings.redis_url)
+        verifier = TokenVerifier(
+            self.token_keys or RemoteJwks(grpc_target("auth"), identity).key_for,
             self.settings.jwt_issuer,
             self.settings.jwt_audience,
+            revocations.not_before,
         )
         server = grpc.aio.server(
             interceptors=[ServiceInterceptor(rules, verifier)],
@@ -102,7 +105,7 @@ class GrpcService:
         metrics.serve(self.settings.metrics_port)
 
         async with contextlib.AsyncExitStack() as workers:
-            for worker in self.workers:
+            for worker in [revocations.watching(), *self.workers]:
                 await workers.enter_async_context(worker)
             await server.start()
             for name in ["", *names]:

@@ -183,3 +183,40 @@ def test_bad_tokens_are_401(edge: Edge, keys_dir: Path) -> None:
 def test_request_ids_are_returned(edge: Edge) -> None:
     reply = edge.call("GET", "/v1/auth/jwks", headers={"x-request-id": "trace-me-123"})
     assert reply.headers.get("x-request-id") == "trace-me-123"
+
+
+def refused_within(edge: Edge, path: str, token: str, seconds: float) -> float:
+    """How long until `token` is refused on `path` (fails after `seconds`)."""
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        if edge.get(path, token=token).status == 401:
+            return time.monotonic() - started
+        time.sleep(0.1)
+    raise AssertionError(f"{path} still took the token after {seconds} s")
+
+
+def test_a_demoted_admin_loses_admin_rights_within_seconds(edge: Edge) -> None:
+    admin = login(edge, ADMIN_EMAIL, ADMIN_PASSWORD)
+    deputy = register_and_login(edge, "deputy")
+    promoted = edge.post(f"/v1/users/{deputy.user_id}:setRole", {"role": "ROLE_ADMIN"}, token=admin)
+    assert promoted.status == 200
+    deputy_admin = login(edge, deputy.email, deputy.password)
+    assert edge.get("/v1/users", token=deputy_admin).status == 200
+
+    demoted = edge.post(f"/v1/users/{deputy.user_id}:setRole", {"role": "ROLE_USER"}, token=admin)
+    assert demoted.status == 200
+    # Every service refuses the old token (auth here, booking below) within 5 s.
+    refused_within(edge, "/v1/users", deputy_admin, 5)
+    refused_within(edge, "/v1/bookings", deputy_admin, 5)
+    # Signing in again gives a token with the new role, which counts at once.
+    fresh = login(edge, deputy.email, deputy.password)
+    assert edge.get("/v1/bookings", token=fresh).status == 200
+    assert_error(edge.get("/v1/users", token=fresh), 403)
+
+
+def test_logout_ends_the_access_token_everywhere(edge: Edge) -> None:
+    account = register_and_login(edge, "leaving")
+    assert edge.get("/v1/notifications", token=account.access_token).status == 200
+    assert edge.post("/v1/auth/logout", {"refresh_token": account.refresh_token}).status == 200
+    refused_within(edge, "/v1/notifications", account.access_token, 5)
+    refused_within(edge, "/v1/users/me", account.access_token, 5)

@@ -125,10 +125,10 @@ def peak_rss_mb(pid: int) -> float:
 
 def test_a_login_burst_queues_for_argon2_and_stays_under_150_mb(mesh: Mesh) -> None:
     # A process of its own, so its high-water mark is this burst's and no other
-    # test's; two workers whatever the host, so the budget holds on any machine.
+    # test's; one worker, the default on the 2-core machines the budget is for.
     addr = f"127.0.0.1:{free_port()}"
     mesh.start_service(
-        "auth", name="auth-burst", env={"AUTH_GRPC_ADDR": addr, "ARGON2_WORKERS": "2"}
+        "auth", name="auth-burst", env={"AUTH_GRPC_ADDR": addr, "ARGON2_WORKERS": "1"}
     )
     try:
         with mesh.channel("auth", addr=addr) as channel:
