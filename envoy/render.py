@@ -139,19 +139,23 @@ def cluster(service: str, identity: TlsFiles) -> dict[str, Any]:
 
 
 def rate_limit(per_minute: int) -> dict[str, Any]:
+    """Per client address: one client flooding logins cannot lock anyone else out."""
     always = {
         "default_value": {"numerator": 100, "denominator": "HUNDRED"},
         "runtime_key": "auth_rate_limit",
     }
+    bucket = {"max_tokens": per_minute, "tokens_per_fill": per_minute, "fill_interval": "60s"}
     return {
         "envoy.filters.http.local_ratelimit": {
             "@type": extension("filters.http.local_ratelimit.v3.LocalRateLimit"),
             "stat_prefix": "auth_rate_limit",
-            "token_bucket": {
-                "max_tokens": per_minute,
-                "tokens_per_fill": per_minute,
-                "fill_interval": "60s",
-            },
+            # A request without an address to key on (none ever, in practice).
+            "token_bucket": bucket,
+            # An entry without a value is a wildcard: a bucket for every address seen.
+            "descriptors": [{"entries": [{"key": "remote_address"}], "token_bucket": bucket}],
+            "max_dynamic_descriptors": 100_000,
+            # Else every request also draws on the shared bucket above.
+            "always_consume_default_token_bucket": False,
             "filter_enabled": always,
             "filter_enforced": always,
         }
@@ -171,6 +175,8 @@ def routes() -> list[dict[str, Any]]:
         }
         if path in RATE_LIMITED:
             route["typed_per_filter_config"] = rate_limit(per_minute)
+            # The descriptor each request brings: its client's address.
+            route["route"]["rate_limits"] = [{"actions": [{"remote_address": {}}]}]
         table.append(route)
     openapi = REPO_ROOT / "gen" / "openapi.json"
     table.append(
@@ -350,6 +356,11 @@ def config(descriptor_path: Path) -> dict[str, Any]:
         "stat_prefix": "edge",
         "codec_type": "AUTO",
         "generate_request_id": True,
+        # The client address rate limits key on: the peer's, or, behind
+        # EDGE_TRUSTED_HOPS proxies of our own, the one they put in
+        # x-forwarded-for (never a value a client can simply send).
+        "use_remote_address": True,
+        "xff_num_trusted_hops": env_int("EDGE_TRUSTED_HOPS", 0),
         # The transcoder forwards the URL in x-envoy-original-path, and the services'
         # gRPC refuses request metadata over 16 KiB with RESOURCE_EXHAUSTED (a 429
         # full of gRPC internals); so a longer URL is refused here, as a 431.

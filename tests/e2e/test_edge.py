@@ -4,6 +4,7 @@ request ids, JWT key rotation, and the OpenAPI document it serves."""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import time
 import urllib.request
@@ -49,6 +50,33 @@ def test_login_and_register_are_rate_limited(strict_edge: Edge) -> None:
     assert_error(attempts[4], 429)
     # Other routes are not limited.
     assert all(strict_edge.get("/v1/auth/jwks").status == 200 for _ in range(5))
+
+
+def login_from(edge: Edge, source: str, email: str, headers: dict[str, str] | None = None) -> int:
+    """A failed login's status, sent from the loopback address `source`."""
+    host, port = edge.base_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10, source_address=(source, 0))
+    body = json.dumps({"email": email, "password": "not-the-password"})
+    connection.request(
+        "POST",
+        "/v1/auth/login",
+        body,
+        {"content-type": "application/json", **(headers or {})},
+    )
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+def test_the_login_limit_is_per_client_address(strict_edge: Edge) -> None:
+    flooded = [login_from(strict_edge, "127.0.0.3", unique_email("flood")) for _ in range(5)]
+    assert flooded[:3] == [401, 401, 401] and flooded[4] == 429
+    # Claiming another address in x-forwarded-for does not reset the count:
+    # the edge trusts no proxy in front of it unless told to (EDGE_TRUSTED_HOPS).
+    spoofed = {"x-forwarded-for": "203.0.113.7"}
+    assert login_from(strict_edge, "127.0.0.3", unique_email("flood"), spoofed) == 429
+    # Another client is not locked out by the flood.
+    assert login_from(strict_edge, "127.0.0.2", unique_email("other")) == 401
 
 
 def preflight(edge: Edge, origin: str) -> dict[str, str]:
