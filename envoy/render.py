@@ -361,6 +361,8 @@ def config(descriptor_path: Path) -> dict[str, Any]:
         # x-forwarded-for (never a value a client can simply send).
         "use_remote_address": True,
         "xff_num_trusted_hops": env_int("EDGE_TRUSTED_HOPS", 0),
+        # A client's own x-request-id still names its request in every log.
+        "preserve_external_request_id": True,
         # The transcoder forwards the URL in x-envoy-original-path, and the services'
         # gRPC refuses request metadata over 16 KiB with RESOURCE_EXHAUSTED (a 429
         # full of gRPC internals); so a longer URL is refused here, as a 431.
