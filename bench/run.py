@@ -475,7 +475,13 @@ async def cpu_section(admin: str, count: int = 300) -> dict[str, Any]:
 
 async def scale_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
     http = HttpConnection(EDGE)
-    small = await create_event(http, admin, "1k seats", [("TIER_STANDARD", 1000, 20, 50)])
+    # The same three tiers in both, so only the number of seats differs.
+    small = await create_event(
+        http,
+        admin,
+        "1k seats",
+        [("TIER_STANDARD", 1000, 16, 50), ("TIER_VIP", 5000, 3, 50), ("TIER_VVIP", 9000, 1, 50)],
+    )
     started = time.perf_counter()
     big = await create_event(
         http,
