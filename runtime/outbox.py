@@ -158,9 +158,19 @@ class OutboxRelay(BackgroundWorker):
             if published < BATCH_SIZE:
                 # Sleep until a commit notifies us (polling now and then for retries),
                 # then linger a moment so a busy sale publishes in batches.
-                for _ in conn.notifies(timeout=1.0, stop_after=1):
+                if self._woken_by_commit(conn):
                     self._stop.wait(LINGER_SECONDS)
                 channel.connection.process_data_events(0)  # heartbeats
+
+    @staticmethod
+    def _woken_by_commit(conn: psycopg.Connection) -> bool:
+        """Waits up to a second for a commit's notification; whether one came."""
+        # Leave the generator at the first notification: lingering inside it
+        # kept it waiting for more, so in a busy sale a batch went out only
+        # when its one-second timeout ran out.
+        for _ in conn.notifies(timeout=1.0, stop_after=1):
+            return True
+        return False
 
     def _publish_batch(self, conn: psycopg.Connection, channel: BlockingChannel) -> int:
         with conn.transaction():
