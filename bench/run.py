@@ -372,6 +372,23 @@ BACKING_PROCESSES = {
 }
 
 
+async def book_one(http: HttpConnection, token: str, event_id: str, seat_id: str) -> str:
+    """Books one seat through Envoy; the booking's id."""
+    status, body = await http.request(
+        "POST",
+        "/v1/bookings",
+        {
+            "event_id": event_id,
+            "seat_ids": [seat_id],
+            "payment_method": CARD,
+            "request_id": str(uuid.uuid4()),
+        },
+        token,
+    )
+    assert status == 200, body
+    return body["booking_id"]
+
+
 def with_descendants(pid: str) -> list[str]:
     """The process and every process under it (Envoy runs under a shell)."""
     found = [pid]
@@ -441,18 +458,7 @@ async def cpu_section(admin: str, count: int = 300) -> dict[str, Any]:
         before = cpu_seconds()
         started = time.perf_counter()
         for n in range(count):
-            status, body = await http.request(
-                "POST",
-                "/v1/bookings",
-                {
-                    "event_id": event["event_id"],
-                    "seat_ids": [f"standard-{n // 50 + 1}-{n % 50 + 1}"],
-                    "payment_method": CARD,
-                    "request_id": str(uuid.uuid4()),
-                },
-                token,
-            )
-            assert status == 200, body
+            await book_one(http, token, event["event_id"], f"standard-{n // 50 + 1}-{n % 50 + 1}")
         elapsed = time.perf_counter() - started
         after = cpu_seconds()
     finally:
@@ -549,19 +555,10 @@ async def email_section(admin: str, count: int = 100) -> dict[str, Any]:
     [token] = await register_buyers(1)
     confirmed_at: dict[str, float] = {}
     for n in range(count):
-        status, body = await http.request(
-            "POST",
-            "/v1/bookings",
-            {
-                "event_id": event["event_id"],
-                "seat_ids": [f"standard-{n // 10 + 1}-{n % 10 + 1}"],
-                "payment_method": CARD,
-                "request_id": str(uuid.uuid4()),
-            },
-            token,
+        booking_id = await book_one(
+            http, token, event["event_id"], f"standard-{n // 10 + 1}-{n % 10 + 1}"
         )
-        assert status == 200, body
-        confirmed_at[body["booking_id"]] = time.time()
+        confirmed_at[booking_id] = time.time()
     await http.close()
     await wait_for_emails(set(confirmed_at), patience=120)
     landed = delivered_booking_ids()
