@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from bench.run import ADMIN, EDGE, HttpConnection, cpu_section, login
+from bench.run import ADMIN, EDGE, HttpConnection, cpu_section, login, vacuum_databases
 
 
 async def profile(count: int) -> dict[str, object]:
+    vacuum_databases()
     http = HttpConnection(EDGE)
     admin = await login(http, *ADMIN)
     await http.close()
