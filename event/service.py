@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from event import domain
 from event.domain import EventInfo, SeatRef, Tier, TierPlan
-from event.holds import Hold, HoldStore, MarkersMissing, Refusal
+from event.holds import Hold, HoldStore, MarkersMissing, Refusal, hold_store_unavailable
 from event.repository import AVAILABLE, SOLD, Catalog, SalePath
 from runtime import pagination
 from runtime.db import in_transaction
@@ -224,7 +224,10 @@ class EventUseCases:
             return await self._holds.lock(str(info.event_id), seats, owner, ttl_ms)
         except MarkersMissing:
             await self._restore_markers(info.event_id)
+        try:
             return await self._holds.lock(str(info.event_id), seats, owner, ttl_ms)
+        except MarkersMissing as again:  # Redis lost its data again meanwhile
+            raise hold_store_unavailable() from again
 
     async def _restore_markers(self, event_id: uuid.UUID) -> None:
         """Rebuilds the event's sold markers from PostgreSQL, once however many
