@@ -531,18 +531,26 @@ async def scale_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
     results: dict[str, Any] = {"create_100k_seconds": round(created_in, 2)}
     async with grpc_channel("event") as channel:
         events = event_pb2_grpc.EventServiceStub(channel)
-        for name, event in (("1k", small), ("100k", big)):
+        # Each twice, in the order 1k, 100k, 100k, 1k, so whatever the machine
+        # does meanwhile weighs on both alike.
+        runs: dict[str, list[dict[str, float]]] = {"1k": [], "100k": []}
+        for name, event in (("1k", small), ("100k", big), ("100k", big), ("1k", small)):
             get = event_pb2.GetEventRequest(event_id=event["event_id"])
+            runs[name].append(
+                await hammer(1, args.seconds / 4, lambda _, r=get: events.GetEvent(r))
+            )
+        for name, event in (("1k", small), ("100k", big)):
             seats = event_pb2.ListSeatsRequest(event_id=event["event_id"], page_size=100)
-
-            async def get_event(_: int, request: Any = get) -> None:
-                await events.GetEvent(request)
 
             async def list_seats(_: int, request: Any = seats) -> None:
                 await events.ListSeats(request)
 
-            results[f"get_event_{name}"] = await hammer(1, args.seconds / 2, get_event)
             results[f"list_seats_{name}"] = await hammer(1, args.seconds / 2, list_seats)
+            first, second = runs[name]
+            results[f"get_event_{name}"] = {
+                **first,
+                "p50_ms": round((first["p50_ms"] + second["p50_ms"]) / 2, 3),
+            }
     results["get_event_100k_vs_1k"] = round(
         results["get_event_100k"]["p50_ms"] / results["get_event_1k"]["p50_ms"], 2
     )
