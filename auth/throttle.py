@@ -28,6 +28,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from runtime.errors import ServiceError
+from runtime.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,7 @@ class LoginThrottle:
 
     @classmethod
     def connect(cls, url: str, policy: ThrottlePolicy) -> LoginThrottle:
-        return cls(
-            redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0),
-            policy,
-        )
+        return cls(redis_client(url), policy)
 
     async def aclose(self) -> None:
         await self._redis.aclose()

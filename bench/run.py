@@ -43,7 +43,9 @@ from runtime import tls
 from runtime.config import REPO_ROOT, SERVICES, grpc_addr
 from runtime.db import libpq_url
 from ticketing.auth.v1 import auth_pb2, auth_pb2_grpc
+from ticketing.common.v1 import money_pb2
 from ticketing.event.v1 import event_pb2, event_pb2_grpc
+from ticketing.payment.v1 import payment_pb2, payment_pb2_grpc
 
 EDGE = f"http://127.0.0.1:{os.environ.get('EDGE_PORT', '8080')}"
 STATE = Path(os.environ.get("MESH_STATE", REPO_ROOT / "var"))
@@ -136,13 +138,28 @@ async def create_event(
 # -- sections -----------------------------------------------------------------------------
 
 
+async def serving(
+    service: str, args: argparse.Namespace, operation: Callable[[int], Awaitable[None]]
+) -> dict[str, float]:
+    """`hammer`, with the CPU the serving process spent per operation."""
+    before = cpu_seconds()[service]
+    result = await hammer(args.concurrency, args.seconds, operation)
+    spent = cpu_seconds()[service] - before
+    return {**result, "server_cpu_ms": round(spent * 1000 / max(result["ops"], 1), 3)}
+
+
 async def rpc_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
     http = HttpConnection(EDGE)
     event = await create_event(http, admin, "rpc bench", [("TIER_STANDARD", 1000, 100, 100)])
-    async with grpc_channel("event") as channel, grpc_channel("event", BOOKING) as as_booking:
+    async with (
+        grpc_channel("event") as channel,
+        grpc_channel("event", BOOKING) as as_booking,
+        grpc_channel("payment", BOOKING) as to_payment,
+    ):
         health = health_pb2_grpc.HealthStub(channel)
         events = event_pb2_grpc.EventServiceStub(channel)
         holds = event_pb2_grpc.EventServiceStub(as_booking)
+        payments = payment_pb2_grpc.PaymentServiceStub(to_payment)
         check = health_pb2.HealthCheckRequest()
         get = event_pb2.GetEventRequest(event_id=event["event_id"])
 
@@ -166,11 +183,23 @@ async def rpc_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
         async def get_event(_: int) -> None:
             await events.GetEvent(get)
 
+        async def charge(_: int) -> None:
+            await payments.Charge(
+                payment_pb2.ChargeRequest(
+                    idempotency_key=str(uuid.uuid4()),
+                    user_id=str(uuid.uuid4()),
+                    amount=money_pb2.Money(currency_code="USD", amount_minor=1000),
+                    payment_method=payment_pb2.PaymentMethod(**CARD),
+                    reference="bench",
+                )
+            )
+
         await hammer(args.concurrency, 1, empty)  # warm up
         results = {
-            "empty_rpc": await hammer(args.concurrency, args.seconds, empty),
-            "lock_release_pair": await hammer(args.concurrency, args.seconds, hold_and_release),
-            "get_event": await hammer(args.concurrency, args.seconds, get_event),
+            "empty_rpc": await serving("event", args, empty),
+            "lock_release_pair": await serving("event", args, hold_and_release),
+            "get_event": await serving("event", args, get_event),
+            "charge": await serving("payment", args, charge),
         }
     await http.close()
     for name in ("lock_release_pair", "get_event"):
@@ -416,6 +445,16 @@ async def book_one(http: HttpConnection, token: str, event_id: str, seat_id: str
     return body["booking_id"]
 
 
+def mesh_pids() -> dict[str, str]:
+    """The pid of every process `make up` started but the SMTP sink, by name
+    (`event`, `event-2` for a replica, `envoy`)."""
+    return {
+        pid_file.stem: pid_file.read_text().strip()
+        for pid_file in sorted((STATE / "run").glob("*.pid"))
+        if pid_file.stem != "smtp"
+    }
+
+
 def with_descendants(pid: str) -> list[str]:
     """The process and every process under it (Envoy runs under a shell)."""
     found = [pid]
@@ -434,10 +473,8 @@ def cpu_seconds() -> dict[str, float]:
     Envoy by their pid files, the backing services by name (all their processes,
     so load from anything else on the machine counts too: measure on a quiet one)."""
     pids: dict[str, list[str]] = {}
-    for pid_file in (STATE / "run").glob("*.pid"):
-        if pid_file.stem != "smtp":
-            group = pids.setdefault(pid_file.stem.split("-")[0], [])
-            group += with_descendants(pid_file.read_text().strip())
+    for process, pid in mesh_pids().items():
+        pids.setdefault(process.split("-")[0], []).extend(with_descendants(pid))
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -479,7 +516,7 @@ async def cpu_section(admin: str, count: int = 300) -> dict[str, Any]:
         http, admin, "cpu profile", [("TIER_STANDARD", 1000, count // 50 + 1, 50)]
     )
     [token] = await register_buyers(1)
-    emailer = int((STATE / "run" / "notification.pid").read_text())
+    emailer = int(mesh_pids()["notification"])
     os.kill(emailer, signal.SIGSTOP)
     try:
         before = cpu_seconds()
@@ -572,15 +609,15 @@ async def login_burst(count: int = 200) -> int:
 def memory_section(logins: int) -> dict[str, Any]:
     """Peak resident memory (VmHWM) of every process `make up` started."""
     peaks = {}
-    for pid_file in sorted((STATE / "run").glob("*.pid")):
-        if pid_file.stem in ("envoy", "smtp"):
+    for process, pid in mesh_pids().items():
+        if process == "envoy":
             continue
         try:
-            status = Path(f"/proc/{pid_file.read_text().strip()}/status").read_text()
+            status = Path(f"/proc/{pid}/status").read_text()
         except OSError:
             continue
         kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
-        peaks[pid_file.stem] = round(kb / 1024, 1)
+        peaks[process] = round(kb / 1024, 1)
     return {"logins": logins, "peak_rss_mb": peaks, "max_mb": max(peaks.values(), default=0)}
 
 
@@ -619,13 +656,20 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"| {section} | {measure} | {value} |")
 
     def ops(result: dict[str, Any]) -> str:
-        return f"{result['per_second']}/s, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms"
+        served = (
+            f", server CPU {result['server_cpu_ms']} ms each" if "server_cpu_ms" in result else ""
+        )
+        return (
+            f"{result['per_second']}/s, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms"
+            + served
+        )
 
     if "rpc" in results:
         rpc = results["rpc"]
         row("rpc", "empty health RPC (baseline)", ops(rpc["empty_rpc"]))
         row("rpc", "LockSeat+ReleaseSeat pair", ops(rpc["lock_release_pair"]))
         row("rpc", "GetEvent", ops(rpc["get_event"]))
+        row("rpc", "PaymentService.Charge (one statement)", ops(rpc["charge"]))
         row("rpc", "pair / empty (target ≥ 0.4)", rpc["lock_release_pair_vs_empty"])
         row("rpc", "GetEvent / empty (target ≥ 0.5)", rpc["get_event_vs_empty"])
     if "edge" in results:

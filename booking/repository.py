@@ -100,7 +100,7 @@ WITH done AS (
     RETURNING booking_id
 ), announced AS (
     {INSERT_OUTBOX_ROW} SELECT %(message_id)s, %(routing_key)s, %(message_type)s, %(payload)s,
-                               %(correlation_id)s FROM done WHERE %(routing_key)s <> ''
+                               %(correlation_id)s FROM done
 )
 SELECT count(*) AS settled FROM done
 """
@@ -109,10 +109,11 @@ _CLAIM_UNSETTLED = """
 UPDATE bookings SET update_time = now()
  WHERE booking_id IN (
        SELECT booking_id FROM bookings
-        WHERE (state = 1 OR (cancel_requested_time IS NOT NULL AND state = 2))
-          AND update_time < now() - make_interval(secs => %s)
+        WHERE (state = %(pending)s
+               OR (cancel_requested_time IS NOT NULL AND state = %(confirmed)s))
+          AND update_time < now() - make_interval(secs => %(older_than)s)
         ORDER BY update_time
-        LIMIT %s
+        LIMIT %(limit)s
           FOR UPDATE SKIP LOCKED)
 RETURNING *
 """
@@ -157,9 +158,7 @@ class Ledger:
         row = await self._db.fetchone("SELECT * FROM bookings WHERE booking_id = %s", (booking_id,))
         return _booking(row) if row else None
 
-    async def settle(
-        self, settled: Booking, from_state: State, message: OutboxMessage | None = None
-    ) -> bool:
+    async def settle(self, settled: Booking, from_state: State, message: OutboxMessage) -> bool:
         """Moves the booking to `settled`'s state, payment and failure reason if it
         is still in from_state, with its message; False if someone else moved it."""
         row = await self._db.fetchone(
@@ -171,7 +170,7 @@ class Ledger:
                 "payment_id": settled.payment_id,
                 "failure_reason": settled.failure_reason,
                 "update_time": settled.update_time,
-                **(message or OutboxMessage.none()).row(),
+                **message.row(),
             },
         )
         return bool(row and row.settled)
@@ -221,5 +220,13 @@ class Ledger:
     async def claim_unsettled(self, older_than_seconds: float, limit: int) -> list[Booking]:
         """Stale PENDING bookings and unfinished cancellations, leased to this sweeper:
         their update_time moves to now, so no other sweeper takes them for a while."""
-        rows = await self._db.fetchall(_CLAIM_UNSETTLED, (older_than_seconds, limit))
+        rows = await self._db.fetchall(
+            _CLAIM_UNSETTLED,
+            {
+                "pending": State.PENDING.value,
+                "confirmed": State.CONFIRMED.value,
+                "older_than": older_than_seconds,
+                "limit": limit,
+            },
+        )
         return [_booking(r) for r in rows]

@@ -159,9 +159,8 @@ class BookingUseCases:
         if booking.total_minor > domain.MAX_TOTAL_MINOR:
             await self._release(booking)
             raise bad_field("seat_ids", "these seats cost more than one booking can charge")
-        if not await self._ledger.add(
-            booking
-        ):  # a concurrent retry of the same request got there first
+        if not await self._ledger.add(booking):
+            # A concurrent retry of the same request got there first.
             return await self._replay(await self._get(booking_id), event_id)
 
         assert payment_method is not None

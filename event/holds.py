@@ -31,6 +31,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from event.domain import SeatRef, Tier
 from runtime.errors import ServiceError
+from runtime.redis_client import redis_client
 from runtime.tasks import periodically
 
 # KEYS: fence, markers-complete flag, hold keys (n), held sets (n).
@@ -159,8 +160,11 @@ def hold_store_unavailable() -> ServiceError:
     )
 
 
+SOLD = "sold:"  # a sold seat's hold key holds SOLD + the booking id
+
+
 def sold_marker(booking_id: str) -> str:
-    return f"sold:{booking_id}"
+    return SOLD + booking_id
 
 
 class MarkersMissing(Exception):
@@ -193,12 +197,7 @@ class HoldStore:
 
     @classmethod
     def connect(cls, url: str) -> HoldStore:
-        # Short timeouts: with Redis away, callers get UNAVAILABLE at once, never a hang.
-        return cls(
-            redis.Redis.from_url(
-                url, socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
-            )
-        )
+        return cls(redis_client(url))
 
     async def aclose(self) -> None:
         await self._redis.aclose()
@@ -239,7 +238,7 @@ class HoldStore:
                 {
                     seat: holder
                     for seat, holder in zip(taken, holders, strict=True)
-                    if holder.startswith("sold:")
+                    if holder.startswith(SOLD)
                 },
             )
         return Hold(int(reply[1]), int(reply[2]))

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -98,8 +99,10 @@ class NotificationUseCases:
             [emails.compose(n, self._sender_address, self._signer) for n in due]
         )
 
-    def delivering(self, poll_seconds: float = 1.0) -> contextlib.AbstractAsyncContextManager[None]:
-        """Delivers due emails for as long as the service runs."""
+    @contextlib.asynccontextmanager
+    async def delivering(self, poll_seconds: float = 1.0) -> AsyncIterator[None]:
+        """Delivers due emails for as long as the service runs, then hangs up on
+        the mail server (the connection is kept between batches)."""
 
         async def loop() -> None:
             while True:
@@ -112,7 +115,9 @@ class NotificationUseCases:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), poll_seconds)
 
-        return running(loop, "email delivery")
+        async with running(loop, "email delivery"):
+            yield
+        await asyncio.to_thread(self._mailer.close)
 
     async def list(
         self, who: Caller, page_size: int, page_token: str

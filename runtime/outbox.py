@@ -92,20 +92,16 @@ INSERT_OUTBOX_ROW = (
 @dataclass(frozen=True)
 class OutboxMessage:
     routing_key: str
-    message: Message | None
+    message: Message
     message_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
-    @classmethod
-    def none(cls) -> OutboxMessage:
-        """No message: its row() makes a statement that announces nothing."""
-        return cls("", None)
-
     def row(self) -> dict[str, Any]:
+        """The outbox row's columns, for an INSERT of either kind."""
         return {
             "message_id": self.message_id,
             "routing_key": self.routing_key,
-            "message_type": self.message.DESCRIPTOR.full_name if self.message else "",
-            "payload": self.message.SerializeToString() if self.message else b"",
+            "message_type": self.message.DESCRIPTOR.full_name,
+            "payload": self.message.SerializeToString(),
             "correlation_id": request_id_var.get(),
         }
 
@@ -114,17 +110,9 @@ async def enqueue(
     conn: AsyncConnection, table: sa.Table, routing_key: str, message: Message
 ) -> uuid.UUID:
     """Adds a message to the outbox within the caller's transaction."""
-    message_id = uuid.uuid4()
-    await conn.execute(
-        table.insert().values(
-            message_id=message_id,
-            routing_key=routing_key,
-            message_type=message.DESCRIPTOR.full_name,
-            payload=message.SerializeToString(),
-            correlation_id=request_id_var.get(),
-        )
-    )
-    return message_id
+    row = OutboxMessage(routing_key, message)
+    await conn.execute(table.insert().values(**row.row()))
+    return row.message_id
 
 
 class OutboxRelay(BackgroundWorker):

@@ -20,10 +20,10 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from runtime.errors import ServiceError
+from runtime.redis_client import redis_client
 from runtime.tasks import periodically
 
 log = logging.getLogger(__name__)
@@ -34,17 +34,11 @@ KEEP_SECONDS = 15 * 60 + 60
 POLL_SECONDS = 1.0
 
 
-def _client(url: str) -> redis.Redis:
-    return redis.Redis.from_url(
-        url, socket_timeout=1.0, socket_connect_timeout=1.0, decode_responses=True
-    )
-
-
 class RevocationBook:
     """Where the auth service writes revocations."""
 
     def __init__(self, redis_url: str) -> None:
-        self._redis = _client(redis_url)
+        self._redis = redis_client(redis_url)
 
     async def revoke(self, user_id: str) -> None:
         """Every access token of the user issued before now is refused from now on."""
@@ -69,7 +63,7 @@ class Revocations:
     """What a service process knows of revocations, refreshed every second."""
 
     def __init__(self, redis_url: str) -> None:
-        self._redis = _client(redis_url)
+        self._redis = redis_client(redis_url)
         self._not_before: dict[str, float] = {}
 
     def not_before(self, user_id: str) -> float:
