@@ -9,6 +9,12 @@ export PATH := $(abspath $(VENV)/bin):$(abspath node_modules/.bin):$(PATH)
 
 PROTOS := $(shell find protos/ticketing -name '*.proto' | sort)
 PYTEST_ARGS ?=
+# Two test runs side by side (two checkouts) need their own databases, vhost and
+# Redis databases: TEST_NAMESPACE=ticketing_test_b TEST_REDIS_DB=13 TEST_REPLICAS_REDIS_DB=12.
+TEST_NAMESPACE ?= ticketing_test
+TEST_REDIS_DB ?= 15
+TEST_REPLICAS_REDIS_DB ?= 14
+export TEST_NAMESPACE TEST_REDIS_DB
 
 .PHONY: setup protos keys certs rotate-certs up down logs test tools lint readme format bench clean
 
@@ -59,7 +65,7 @@ test: setup tools
 	$(PY) scripts/mesh.py backing
 	$(PY) -m pytest $(PYTEST_ARGS)
 	# The booking races again, with event and booking running as two processes each.
-	TEST_REPLICAS=2 TEST_NAMESPACE=ticketing_test_replicas TEST_REDIS_DB=14 \
+	TEST_REPLICAS=2 TEST_NAMESPACE=$(TEST_NAMESPACE)_replicas TEST_REDIS_DB=$(TEST_REPLICAS_REDIS_DB) \
 		$(PY) -m pytest tests/e2e/test_booking_http.py -k "race or same_request or contention" $(PYTEST_ARGS)
 
 # docker-compose (Debian's package) checks docker-compose.yml in the tests.
