@@ -18,16 +18,19 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from runtime.errors import Violations
 from runtime.identity import Role
+from runtime.rules import field_rules
+from ticketing.auth.v1 import auth_pb2
 
 ACCESS_TOKEN_TTL = timedelta(minutes=15)
 REFRESH_TOKEN_TTL = timedelta(days=30)
 # NIST SP 800-63B: length and a blocklist of known passwords, no composition
 # rules. The list is the 10,000 most common passwords (common_passwords.LICENSE).
-MIN_PASSWORD_LENGTH = 10
-MAX_PASSWORD_LENGTH = 256
+_PASSWORD = field_rules(auth_pb2.RegisterRequest, "password")
+MIN_PASSWORD_LENGTH = _PASSWORD.min_len
+MAX_PASSWORD_LENGTH = _PASSWORD.max_len
 COMMON_PASSWORDS_FILE = Path(__file__).with_name("common_passwords.txt")
-MAX_DISPLAY_NAME_LENGTH = 100
-MAX_EMAIL_LENGTH = 254
+MAX_DISPLAY_NAME_LENGTH = field_rules(auth_pb2.RegisterRequest, "display_name").max_len
+MAX_EMAIL_LENGTH = field_rules(auth_pb2.RegisterRequest, "email").max_len
 
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _EMAIL = re.compile(rf"^[A-Za-z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{_LABEL}(?:\.{_LABEL})+$")

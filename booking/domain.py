@@ -11,14 +11,18 @@ from datetime import datetime
 import grpc
 
 from runtime.errors import ServiceError, Violations
+from runtime.rules import field_rules
+from ticketing.booking.v1 import booking_pb2
+from ticketing.event.v1 import event_pb2
 
-MAX_SEATS = 10
-MAX_REQUEST_ID_LENGTH = 128
-# As the event service's; checked here too so a bad id never reaches a hold.
-MAX_SEAT_ID_LENGTH = 32
-# The event service caps a seat's price at 10^12 minor units; a total beyond
-# this is an event priced before that rule, and must not overflow int64.
-MAX_TOTAL_MINOR = MAX_SEATS * 10**12
+_SEAT_IDS = field_rules(booking_pb2.CreateBookingRequest, "seat_ids")
+MAX_SEATS = _SEAT_IDS.max_items
+MAX_REQUEST_ID_LENGTH = field_rules(booking_pb2.CreateBookingRequest, "request_id").max_len
+# Checked here too so a bad id never reaches a hold.
+MAX_SEAT_ID_LENGTH = _SEAT_IDS.max_len
+# The event service caps a seat's price; a total beyond this is an event priced
+# before that rule, and must not overflow int64.
+MAX_TOTAL_MINOR = MAX_SEATS * field_rules(event_pb2.EventTier, "price").lte
 # Bookings are named by the user and their request id, so every retry of a
 # request, even one racing the original, works on the same booking.
 _BOOKING_NAMESPACE = uuid.UUID("5f1d3c2e-8a4b-4e0f-9d6a-2b7c1e9f4a30")

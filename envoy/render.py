@@ -4,6 +4,7 @@ The routes are not written by hand: every RPC with a `google.api.http`
 annotation is routed to its service, and its `ticketing.common.v1.access`
 rule decides whether `jwt_authn` demands a token. RPCs without an HTTP
 binding (LockSeat, Charge, ...) get no route, so through Envoy they are 404.
+A method no RPC binds on a known path is 405 with an `Allow` header.
 
     python envoy/render.py > var/envoy.json
 
@@ -34,7 +35,7 @@ from ticketing.common.v1 import access_pb2
 
 # gRPC code for each HTTP status Envoy may answer by itself, so that every
 # error body has the google.rpc.Status shape {code, message, details}.
-LOCAL_REPLY_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 413: 3, 429: 8, 503: 14, 504: 4}
+LOCAL_REPLY_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 413: 3, 429: 8, 503: 14, 504: 4}
 JWT_PROVIDER = "ticketing"
 RATE_LIMITED = {"/ticketing.auth.v1.AuthService/Login", "/ticketing.auth.v1.AuthService/Register"}
 SLOW_ROUTES = {  # route timeouts, seconds; everything else gets DEFAULT_TIMEOUT
@@ -56,6 +57,54 @@ def path_regex(template: str) -> str:
     """'/v1/users/{user_id}:setRole' -> '^/v1/users/[^/]+:setRole$'."""
     literals = re.split(r"\{[^}]+\}", template)
     return "^" + "[^/]+".join(re.escape(part) for part in literals) + "$"
+
+
+def http_routes() -> list[dict[str, Any]]:
+    """Routes for the HTTP paths: each bound method to its service, so that
+    filters running before the transcoder (CORS answering a /v1/... preflight)
+    find a route and the transcoder then moves the request onto its gRPC route;
+    any other method answered 405 with the methods the path takes."""
+    templates: dict[str, set[str]] = {}
+    services = {}
+    for service, _, verb, template, _ in public_methods():
+        templates.setdefault(template, set()).add(verb)
+        services[template] = service
+    bound = [
+        {
+            "match": {
+                "safe_regex": {"regex": path_regex(template)},
+                "headers": [{"name": ":method", "string_match": {"exact": verb}}],
+            },
+            "route": {"cluster": services[template], "timeout": f"{DEFAULT_TIMEOUT}s"},
+        }
+        for template in sorted(templates)
+        for verb in sorted(templates[template])
+    ]
+    # The most literal template first: '/v1/bookings/x:cancel' is refused with
+    # the methods of '{booking_id}:cancel', not of '{booking_id}'.
+    by_specificity = sorted(templates, key=lambda t: (-len(re.sub(r"\{[^}]+\}", "", t)), t))
+    refused = [
+        {
+            "match": {"safe_regex": {"regex": path_regex(template)}},
+            "direct_response": {"status": 405, "body": {"inline_string": "method not allowed"}},
+            "typed_per_filter_config": transcoder_disabled(),
+            "response_headers_to_add": [
+                {"header": {"key": "allow", "value": ", ".join(sorted(templates[template]))}}
+            ],
+        }
+        for template in by_specificity
+    ]
+    return bound + refused
+
+
+def transcoder_disabled() -> dict[str, Any]:
+    """For a route that is no RPC: the transcoder would refuse it as an unknown method."""
+    return {
+        "envoy.filters.http.grpc_json_transcoder": {
+            "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+            "disabled": True,
+        }
+    }
 
 
 def grpc_path(method: MethodDescriptor) -> str:
@@ -183,29 +232,13 @@ def routes() -> list[dict[str, Any]]:
         {
             "match": {"path": "/openapi.json"},
             "direct_response": {"status": 200, "body": {"filename": str(openapi)}},
-            # Not an RPC: the transcoder would refuse it as an unknown method.
-            "typed_per_filter_config": {
-                "envoy.filters.http.grpc_json_transcoder": {
-                    "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
-                    "disabled": True,
-                }
-            },
+            "typed_per_filter_config": transcoder_disabled(),
             "response_headers_to_add": [
                 {"header": {"key": "content-type", "value": "application/json"}}
             ],
         }
     )
-    # The HTTP paths too, so that filters running before the transcoder (CORS,
-    # answering /v1/... preflights) find a route; the transcoder then moves the
-    # request onto its gRPC route.
-    templates = {template: service for service, _, _, template, _ in public_methods()}
-    table += [
-        {
-            "match": {"safe_regex": {"regex": path_regex(template)}},
-            "route": {"cluster": service, "timeout": f"{DEFAULT_TIMEOUT}s"},
-        }
-        for template, service in sorted(templates.items())
-    ]
+    table += http_routes()
     # Everything else: 404.
     table.append(
         {
@@ -367,6 +400,9 @@ def config(descriptor_path: Path) -> dict[str, Any]:
         # gRPC refuses request metadata over 16 KiB with RESOURCE_EXHAUSTED (a 429
         # full of gRPC internals); so a longer URL is refused here, as a 431.
         "max_request_headers_kb": 12,
+        # A method Envoy does not know (QUERY, say) reaches the routes and gets
+        # its 405, rather than a 400 from the HTTP/1 parser.
+        "http_protocol_options": {"allow_custom_methods": True},
         "always_set_request_id_in_response": True,
         "route_config": {
             "name": "ticketing",

@@ -16,20 +16,22 @@ from datetime import datetime, timedelta
 
 from runtime.currencies import is_currency
 from runtime.errors import Violations, excerpt
+from runtime.rules import field_rules
+from ticketing.event.v1 import event_pb2
 
-MAX_SEATS_PER_HOLD = 10
+# The per-field limits are declared in event.proto (and so in the OpenAPI document).
+_SEAT_IDS = field_rules(event_pb2.LockSeatRequest, "seat_ids")
+MAX_SEATS_PER_HOLD = _SEAT_IDS.max_items
+MAX_SEAT_ID_LENGTH = _SEAT_IDS.max_len
 MAX_EVENT_CAPACITY = 100_000
-MAX_ROWS = 1_000
-MAX_SEATS_PER_ROW = 1_000
-MAX_TITLE_LENGTH = 200
-MAX_VENUE_LENGTH = 200
-MAX_DESCRIPTION_LENGTH = 5_000
-# The longest id a real seat has: "standard-1000-1000".
-MAX_SEAT_ID_LENGTH = 32
-# A price in minor units. High enough for any real ticket in any currency
-# (10^12 is ten billion in a two-decimal one), low enough that a hold's total
-# (MAX_SEATS_PER_HOLD seats) stays far inside int64, where Money.amount_minor lives.
-MAX_PRICE_MINOR = 10**12
+MAX_ROWS = field_rules(event_pb2.EventTier, "rows").lte
+MAX_SEATS_PER_ROW = field_rules(event_pb2.EventTier, "seats_per_row").lte
+MAX_TITLE_LENGTH = field_rules(event_pb2.Event, "title").max_len
+MAX_VENUE_LENGTH = field_rules(event_pb2.Event, "venue").max_len
+MAX_DESCRIPTION_LENGTH = field_rules(event_pb2.Event, "description").max_len
+# A price in minor units: 10^12 is ten billion in a two-decimal currency, and a
+# hold's total (MAX_SEATS_PER_HOLD seats) stays far inside int64.
+MAX_PRICE_MINOR = field_rules(event_pb2.EventTier, "price").lte
 # Events are sold up to this far ahead; a start in year 9999 is a typo.
 MAX_EVENT_HORIZON = timedelta(days=5 * 366)
 

@@ -19,13 +19,17 @@ import grpc
 
 from runtime.currencies import is_currency
 from runtime.errors import ServiceError, Violations
+from runtime.rules import field_rules
+from ticketing.payment.v1 import payment_pb2
 
 DECLINES = {
     "4000000000000002": "card_declined",
     "4000000000009995": "insufficient_funds",
 }
 # PostgreSQL cannot index longer text in a unique btree; real processors cap keys too.
-MAX_IDEMPOTENCY_KEY_LENGTH = 255
+MAX_IDEMPOTENCY_KEY_LENGTH = field_rules(payment_pb2.ChargeRequest, "idempotency_key").max_len
+_EXP_MONTH = field_rules(payment_pb2.PaymentMethod, "exp_month")
+_CVC = re.compile(field_rules(payment_pb2.PaymentMethod, "cvc").pattern)
 
 
 class State(enum.IntEnum):
@@ -142,12 +146,14 @@ def _check_card(card: CardDetails, today: date, problems: Violations) -> Card:
         problems.add("payment_method.card_number", "must be 12 to 19 digits")
     elif not luhn_valid(digits):
         problems.add("payment_method.card_number", "is not a valid card number")
-    if not 1 <= card.exp_month <= 12:
-        problems.add("payment_method.exp_month", "must be between 1 and 12")
+    if not _EXP_MONTH.gte <= card.exp_month <= _EXP_MONTH.lte:
+        problems.add(
+            "payment_method.exp_month", f"must be between {_EXP_MONTH.gte} and {_EXP_MONTH.lte}"
+        )
     elif (card.exp_year, card.exp_month) < (today.year, today.month):
         # A card is good through the last day of its expiry month.
         problems.add("payment_method.exp_year", "the card has expired")
-    if not re.fullmatch(r"[0-9]{3,4}", card.cvc):
+    if not _CVC.fullmatch(card.cvc):
         problems.add("payment_method.cvc", "must be 3 or 4 digits")
     return Card(brand(digits), digits[-4:], DECLINES.get(digits, ""))
 

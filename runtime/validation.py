@@ -27,8 +27,12 @@ from runtime.errors import FieldViolation, invalid_argument
 MAX_TEXT_CHARS = 10_000
 # Free text where a line break or tab is content, not an attack.
 MULTILINE_FIELDS = frozenset({"description"})
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CONTROL_BUT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Character classes (the OpenAPI document states them too): control characters,
+# and those of them that are not a tab or a line break.
+CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f"
+CONTROL_CHARS_BUT_WHITESPACE = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+_CONTROL = re.compile(f"[{CONTROL_CHARS}]")
+_CONTROL_BUT_WHITESPACE = re.compile(f"[{CONTROL_CHARS_BUT_WHITESPACE}]")
 
 # Set by Envoy's transcoder: the HTTP path and query the request came in on.
 ORIGINAL_PATH_HEADER = "x-envoy-original-path"

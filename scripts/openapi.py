@@ -3,9 +3,14 @@
 Paths come from the `google.api.http` annotations, schemas from the messages
 (in the proto3 JSON mapping Envoy's transcoder uses: proto field names, int64
 as strings, enums by name), required/read-only from `google.api.field_behavior`,
-security from `ticketing.common.v1.access`, descriptions from the proto
-comments. `make protos` writes gen/openapi.json; Envoy serves it at
-/openapi.json.
+lengths, ranges, patterns and formats from `ticketing.common.v1.rules` (the
+declarations the services read their limits from) and the rules every request
+meets (runtime.validation), error responses from `ticketing.common.v1.errors`
+and the access rule, security from `ticketing.common.v1.access`, descriptions
+from the proto comments. So a request the document calls valid passes every
+check a single field can state; the rules that span fields or depend on the
+clock are in the descriptions. `make protos` writes gen/openapi.json; Envoy
+serves it at /openapi.json.
 
     python scripts/openapi.py gen/descriptors.binpb > gen/openapi.json
 """
@@ -21,26 +26,90 @@ from typing import Any
 from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
+from google.rpc import code_pb2
 
 from runtime.contracts import PROTO_SERVICES, http_binding
-from ticketing.common.v1 import access_pb2
+from runtime.currencies import ISO_4217
+from runtime.validation import (
+    CONTROL_CHARS,
+    CONTROL_CHARS_BUT_WHITESPACE,
+    MAX_TEXT_CHARS,
+    MULTILINE_FIELDS,
+)
+from ticketing.common.v1 import access_pb2, rules_pb2
 
+INT32 = {"type": "integer", "format": "int32", "minimum": -(2**31), "maximum": 2**31 - 1}
 SCALARS: dict[int, dict[str, Any]] = {
     FieldDescriptor.TYPE_STRING: {"type": "string"},
     FieldDescriptor.TYPE_BOOL: {"type": "boolean"},
-    FieldDescriptor.TYPE_INT32: {"type": "integer", "format": "int32"},
-    FieldDescriptor.TYPE_UINT32: {"type": "integer", "format": "int32"},
-    FieldDescriptor.TYPE_SINT32: {"type": "integer", "format": "int32"},
-    # 64-bit integers are JSON strings in the proto3 JSON mapping.
-    FieldDescriptor.TYPE_INT64: {"type": "string", "format": "int64"},
-    FieldDescriptor.TYPE_UINT64: {"type": "string", "format": "int64"},
+    FieldDescriptor.TYPE_INT32: INT32,
+    FieldDescriptor.TYPE_SINT32: INT32,
+    # 64-bit integers are JSON strings in the proto3 JSON mapping; 18 digits
+    # stay inside int64 whatever they are.
+    FieldDescriptor.TYPE_INT64: {
+        "type": "string",
+        "format": "int64",
+        "pattern": r"^-?[0-9]{1,18}$",
+    },
     FieldDescriptor.TYPE_DOUBLE: {"type": "number"},
     FieldDescriptor.TYPE_FLOAT: {"type": "number"},
     FieldDescriptor.TYPE_BYTES: {"type": "string", "format": "byte"},
 }
+# RFC 3339 as protobuf's JSON parser takes it: upper-case T and Z, an offset
+# in hours and minutes, at most nanoseconds.
+RFC3339 = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?"
+    r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
 WELL_KNOWN = {
-    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time", "pattern": RFC3339},
     "google.protobuf.Duration": {"type": "string"},
+}
+# What str.strip() removes besides the control characters, which no text may hold.
+SPACES = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+TEXT = f"^[^{CONTROL_CHARS}]*$"
+MULTILINE_TEXT = f"^[^{CONTROL_CHARS_BUT_WHITESPACE}]*$"
+NOT_BLANK = f"^[^{CONTROL_CHARS}]*[^{CONTROL_CHARS}{SPACES}][^{CONTROL_CHARS}]*$"
+FORMATS: dict[int, dict[str, Any]] = {
+    rules_pb2.FORMAT_UUID: {"format": "uuid"},
+    rules_pb2.FORMAT_EMAIL: {"format": "email"},
+    rules_pb2.FORMAT_CURRENCY_CODE: {"enum": sorted(ISO_4217)},
+}
+# The HTTP status Envoy's transcoder answers each gRPC code with.
+HTTP_STATUS = {
+    code_pb2.INVALID_ARGUMENT: 400,
+    code_pb2.FAILED_PRECONDITION: 400,
+    code_pb2.OUT_OF_RANGE: 400,
+    code_pb2.UNAUTHENTICATED: 401,
+    code_pb2.PERMISSION_DENIED: 403,
+    code_pb2.NOT_FOUND: 404,
+    code_pb2.ALREADY_EXISTS: 409,
+    code_pb2.ABORTED: 409,
+    code_pb2.RESOURCE_EXHAUSTED: 429,
+    code_pb2.UNAVAILABLE: 503,
+    code_pb2.DEADLINE_EXCEEDED: 504,
+}
+# Codes any routed RPC may answer (rules.proto), and those a token brings.
+ANY_RPC = (
+    code_pb2.INVALID_ARGUMENT,
+    code_pb2.FAILED_PRECONDITION,
+    code_pb2.RESOURCE_EXHAUSTED,
+    code_pb2.UNAVAILABLE,
+    code_pb2.DEADLINE_EXCEEDED,
+)
+SIGNED_IN = (code_pb2.UNAUTHENTICATED, code_pb2.PERMISSION_DENIED)
+ERROR_RESPONSES = {
+    400: "Bad input (a google.rpc.BadRequest names the fields) or a failed precondition "
+    "(the ErrorInfo reason says which, e.g. PAYMENT_DECLINED)",
+    401: "No valid access token, or wrong credentials",
+    403: "The caller's role or ownership does not allow it",
+    404: "No such resource, or no such route",
+    409: "A conflict: seats taken, an email already registered",
+    413: "The request body is too large",
+    429: "Too many requests; retry later",
+    503: "A service or its store is unavailable; retry",
+    504: "The request timed out",
 }
 ERROR_SCHEMA = {
     "type": "object",
@@ -75,61 +144,166 @@ def comments(descriptor_set: Path) -> dict[str, str]:
     return found
 
 
+def digits_between(low: int, high: int) -> str:
+    """A pattern for the decimal strings of low..high, for the bounds the protos
+    use: low 0 or 1, high a power of ten."""
+    digits = len(str(high)) - 1
+    if low not in (0, 1) or high != 10**digits or digits < 1:
+        raise ValueError(f"no pattern for the range {low}..{high}")
+    zero = "0|" if low == 0 else ""
+    return f"^(?:{zero}[1-9][0-9]{{0,{digits - 1}}}|1{'0' * digits})$"
+
+
+def behaviors(field: FieldDescriptor) -> list[int]:
+    return list(field.GetOptions().Extensions[field_behavior_pb2.field_behavior])
+
+
+def declared(field: FieldDescriptor) -> rules_pb2.FieldRules:
+    return field.GetOptions().Extensions[rules_pb2.rules]
+
+
+def string_schema(field: FieldDescriptor, rules: rules_pb2.FieldRules, required: bool) -> dict:
+    schema: dict[str, Any] = {"type": "string", **FORMATS.get(rules.format, {})}
+    if rules.pattern:
+        schema["pattern"] = rules.pattern
+    elif not rules.format:
+        if rules.not_blank:
+            schema["pattern"] = NOT_BLANK
+        else:
+            schema["pattern"] = MULTILINE_TEXT if field.name in MULTILINE_FIELDS else TEXT
+    if rules.format in (rules_pb2.FORMAT_UUID, rules_pb2.FORMAT_CURRENCY_CODE):
+        return schema  # the format fixes the length
+    if rules.min_len or required:
+        schema["minLength"] = max(rules.min_len, 1)
+    schema["maxLength"] = rules.max_len or MAX_TEXT_CHARS
+    return schema
+
+
+def bound(schema: dict[str, Any], rules: rules_pb2.FieldRules) -> None:
+    """Declared bounds on a number; on an int64, which JSON carries as a string, as a pattern."""
+    if not (rules.HasField("gte") or rules.HasField("lte")):
+        return
+    if schema.get("format") == "int64":
+        schema["pattern"] = digits_between(rules.gte, rules.lte)
+        return
+    if rules.HasField("gte"):
+        schema["minimum"] = rules.gte
+    if rules.HasField("lte"):
+        schema["maximum"] = rules.lte
+
+
+def error_statuses(method: MethodDescriptor) -> list[int]:
+    options = method.GetOptions()
+    codes = [*ANY_RPC, *options.Extensions[rules_pb2.errors].codes]
+    if options.Extensions[access_pb2.access] != access_pb2.ACCESS_PUBLIC:
+        codes += SIGNED_IN
+    statuses = {HTTP_STATUS[code] for code in codes}
+    if http_binding(method)[2]:  # a body, which Envoy caps
+        statuses.add(413)
+    return sorted(statuses)
+
+
 class Document:
+    """Schemas come in two kinds: what a request may carry (lenient about extra
+    fields, as the transcoder drops them; enums by name or number; every rule
+    the servers check) and what a response holds (exactly the documented
+    fields, enums by name)."""
+
     def __init__(self, descriptions: dict[str, str]) -> None:
         self.descriptions = descriptions
         self.schemas: dict[str, Any] = {"google.rpc.Status": ERROR_SCHEMA}
 
-    def ref(self, message: Descriptor) -> dict[str, Any]:
+    def ref(self, message: Descriptor, request: bool) -> dict[str, Any]:
         if message.full_name in WELL_KNOWN:
             return dict(WELL_KNOWN[message.full_name])
-        if message.full_name not in self.schemas:
-            self.schemas[message.full_name] = {}  # placeholder against recursion
-            self.schemas[message.full_name] = self.object_schema(message)
-        return {"$ref": f"#/components/schemas/{message.full_name}"}
+        name = message.full_name + ("Input" if request else "")
+        if name not in self.schemas:
+            self.schemas[name] = {}  # placeholder against recursion
+            self.schemas[name] = self.object_schema(message, request)
+        return {"$ref": f"#/components/schemas/{name}"}
 
-    def object_schema(self, message: Descriptor, skip: set[str] | None = None) -> dict[str, Any]:
+    def object_schema(
+        self, message: Descriptor, request: bool, skip: set[str] | None = None
+    ) -> dict[str, Any]:
         properties, required = {}, []
         for field in message.fields:
-            if skip and field.name in skip:
+            output_only = field_behavior_pb2.OUTPUT_ONLY in behaviors(field)
+            if (skip and field.name in skip) or (request and output_only):
                 continue
-            schema = self.field_schema(field)
-            behaviors = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
-            if field_behavior_pb2.OUTPUT_ONLY in behaviors:
+            schema = self.field_schema(field, request)
+            if output_only:
                 schema["readOnly"] = True
-            if field_behavior_pb2.REQUIRED in behaviors:
+            if field_behavior_pb2.REQUIRED in behaviors(field):
                 required.append(field.name)
             description = self.descriptions.get(field.full_name)
             if description:
                 schema["description"] = description
             properties[field.name] = schema
         schema: dict[str, Any] = {"type": "object", "properties": properties}
+        if request:
+            # The transcoder drops a field the message does not have, but
+            # refuses one without a name.
+            schema["propertyNames"] = {"minLength": 1}
+        else:
+            schema["additionalProperties"] = False
         if required:
             schema["required"] = required
         if self.descriptions.get(message.full_name):
             schema["description"] = self.descriptions[message.full_name]
         return schema
 
-    def field_schema(self, field: FieldDescriptor) -> dict[str, Any]:
+    def field_schema(self, field: FieldDescriptor, request: bool) -> dict[str, Any]:
+        """The field's JSON shape and what a server accepts in it: its declared
+        rules, REQUIRED as non-empty, and (in a request) the rules every text meets."""
+        rules = declared(field)
+        required = field_behavior_pb2.REQUIRED in behaviors(field)
         if field.type == FieldDescriptor.TYPE_MESSAGE:
-            item = self.ref(field.message_type)
+            item = self.ref(field.message_type, request)
+            if rules.HasField("gte") or rules.HasField("lte"):
+                item = self.money_schema(field.message_type, rules, request)
         elif field.type == FieldDescriptor.TYPE_ENUM:
-            item = {"type": "string", "enum": [v.name for v in field.enum_type.values]}
+            values = field.enum_type.values
+            if required:  # its _UNSPECIFIED value is no value
+                values = [v for v in values if v.number != 0]
+            item = {"type": "string", "enum": [v.name for v in values]}
+            if request:  # the proto3 JSON mapping reads a value's number too
+                item = {
+                    "type": ["string", "integer"],
+                    "enum": item["enum"] + [v.number for v in values],
+                }
+        elif field.type == FieldDescriptor.TYPE_STRING and request:
+            item = string_schema(field, rules, required and not field.is_repeated)
         else:
             item = dict(SCALARS[field.type])
-        if field.is_repeated:
-            return {"type": "array", "items": item}
-        return item
+            bound(item, rules)
+        if not field.is_repeated:
+            return item
+        schema: dict[str, Any] = {"type": "array", "items": item}
+        if rules.min_items or required:
+            schema["minItems"] = max(rules.min_items, 1)
+        if rules.max_items:
+            schema["maxItems"] = rules.max_items
+        if rules.unique_items:
+            schema["uniqueItems"] = True
+        return schema
+
+    def money_schema(
+        self, money: Descriptor, rules: rules_pb2.FieldRules, request: bool
+    ) -> dict[str, Any]:
+        """A Money whose amount the field bounds (a tier's price), spelled out in place."""
+        schema = self.object_schema(money, request)
+        bound(schema["properties"]["amount_minor"], rules)
+        return schema
 
     def operation(self, method: MethodDescriptor, template: str, body: str) -> dict[str, Any]:
-        request = method.input_type
+        message = method.input_type
         path_fields = set(re.findall(r"\{([^}=]+)", template))
         parameters = [
             {
                 "name": name,
                 "in": "path",
                 "required": True,
-                "schema": self.field_schema(request.fields_by_name[name]),
+                "schema": self.field_schema(message.fields_by_name[name], request=True),
             }
             for name in sorted(path_fields)
         ]
@@ -140,37 +314,39 @@ class Document:
             "responses": {
                 "200": {
                     "description": "OK",
-                    "content": {"application/json": {"schema": self.ref(method.output_type)}},
-                },
-                "default": {
-                    "description": "An error",
                     "content": {
-                        "application/json": {
-                            "schema": {"$ref": "#/components/schemas/google.rpc.Status"}
-                        }
+                        "application/json": {"schema": self.ref(method.output_type, request=False)}
                     },
+                },
+                **{
+                    str(status): {"$ref": f"#/components/responses/{status}"}
+                    for status in error_statuses(method)
                 },
             },
         }
-        if body == "*":
+        if body:
+            # The transcoder takes a missing body as an empty message, which
+            # will do when nothing in it is required.
+            if body == "*":
+                schema = self.object_schema(message, request=True, skip=path_fields)
+                required = bool(schema.get("required"))
+            else:
+                field = message.fields_by_name[body]
+                schema = self.field_schema(field, request=True)
+                required = field_behavior_pb2.REQUIRED in behaviors(field)
             operation["requestBody"] = {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": self.object_schema(request, skip=path_fields)}
-                },
-            }
-        elif body:
-            operation["requestBody"] = {
-                "required": True,
-                "content": {
-                    "application/json": {"schema": self.field_schema(request.fields_by_name[body])}
-                },
+                "required": required,
+                "content": {"application/json": {"schema": schema}},
             }
         else:
-            for field in request.fields:
+            for field in message.fields:
                 if field.name not in path_fields and field.type != FieldDescriptor.TYPE_MESSAGE:
                     parameters.append(
-                        {"name": field.name, "in": "query", "schema": self.field_schema(field)}
+                        {
+                            "name": field.name,
+                            "in": "query",
+                            "schema": self.field_schema(field, request=True),
+                        }
                     )
         if parameters:
             operation["parameters"] = parameters
@@ -189,7 +365,7 @@ def document(descriptor_set: Path) -> dict[str, Any]:
                 verb, template, body = binding
                 paths.setdefault(template, {})[verb.lower()] = doc.operation(method, template, body)
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "Ticketing mesh",
             "version": "v1",
@@ -200,6 +376,17 @@ def document(descriptor_set: Path) -> dict[str, Any]:
         "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": dict(sorted(doc.schemas.items())),
+            "responses": {
+                str(status): {
+                    "description": description,
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/google.rpc.Status"}
+                        }
+                    },
+                }
+                for status, description in ERROR_RESPONSES.items()
+            },
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             },
