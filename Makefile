@@ -32,9 +32,12 @@ node_modules/.installed: package.json package-lock.json
 
 protos: gen/.stamp
 
-# Python stubs, Envoy's descriptor set and the OpenAPI document.
-gen/.stamp: $(PROTOS) scripts/protos.sh scripts/openapi.py $(VENV)/.installed
+# Python stubs, Envoy's descriptor set, the OpenAPI document and the Postman
+# collection built from it (with the purchase scenario of clients/postman/).
+gen/.stamp: $(PROTOS) scripts/protos.sh scripts/openapi.py scripts/postman.mjs \
+		clients/postman/purchase.mjs $(VENV)/.installed node_modules/.installed
 	scripts/protos.sh $(PY)
+	node scripts/postman.mjs gen/openapi.json gen/postman/ticketing.postman_collection.json
 	touch $@
 
 # Development signing keys (access tokens, tickets): made once, never committed.

@@ -24,6 +24,7 @@ import schemathesis
 from auth.domain import common_passwords
 from event.domain import MAX_EVENT_HORIZON
 from payment.domain import luhn_valid
+from ticketing.event.v1 import event_pb2
 
 # The server takes up to 100,000 seats an event (the scale benchmark makes one);
 # the fuzzer's events stay small so that the run takes seconds and a few MB.
@@ -37,12 +38,17 @@ def meant_valid(case: Any) -> bool:
     return case.meta is not None and case.meta.generation.mode.is_positive
 
 
+def tier_name(tier: str | int) -> str:
+    """An enum is written by name or by number."""
+    return tier if isinstance(tier, str) else event_pb2.Tier.Name(tier)
+
+
 def create_event(event: dict[str, Any]) -> None:
     """starts_at in the future and within the horizon; each tier once, one
     currency, and (see FUZZ_EVENT_SEATS) few seats in all."""
     ahead = timedelta(seconds=random.uniform(60, MAX_EVENT_HORIZON.total_seconds() - 86_400))
     event["starts_at"] = (datetime.now(UTC) + ahead).strftime("%Y-%m-%dT%H:%M:%SZ")
-    tiers = list({tier["tier"]: tier for tier in event["tiers"]}.values())
+    tiers = list({tier_name(tier["tier"]): tier for tier in event["tiers"]}.values())
     share = FUZZ_EVENT_SEATS // len(tiers)
     for tier in tiers:
         tier["price"]["currency_code"] = tiers[0]["price"]["currency_code"]

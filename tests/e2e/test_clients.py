@@ -1,12 +1,15 @@
 """The README's "Clients" examples, run as written against the test mesh:
-curl through Envoy, grpcurl by reflection, a Node.js gRPC client and a
-gRPC-Web call. The README quotes each file verbatim (checked here too)."""
+curl through Envoy, grpcurl by reflection, a Node.js gRPC client, a
+gRPC-Web call and the Postman collection's purchase, by newman. The README
+quotes each file verbatim (checked here too)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +21,7 @@ CLIENTS = [
     "clients/grpcurl/purchase.sh",
     "clients/node/purchase.test.mjs",
     "clients/grpc-web/list-events.mjs",
+    "clients/postman/purchase.mjs",
 ]
 
 
@@ -65,6 +69,39 @@ def test_node_grpc_client(mesh: Mesh) -> None:
 
 def test_grpc_web_call(mesh: Mesh) -> None:
     assert run(mesh, "node", "clients/grpc-web/list-events.mjs").startswith("[{")
+
+
+def test_newman_runs_the_postman_purchase(mesh: Mesh, tmp_path: Path) -> None:
+    """The collection generated from /openapi.json, its Purchase folder run by
+    newman with the environment file, pointed at the test mesh."""
+    report = tmp_path / "newman.json"
+    out = run(
+        mesh,
+        str(REPO / "node_modules" / ".bin" / "newman"),
+        "run",
+        "gen/postman/ticketing.postman_collection.json",
+        "--environment",
+        "clients/postman/ticketing.postman_environment.json",
+        "--folder",
+        "Purchase",
+        "--env-var",
+        f"baseUrl=http://127.0.0.1:{mesh.env['EDGE_PORT']}",
+        "--env-var",
+        f"admin_email={ADMIN_EMAIL}",
+        "--env-var",
+        f"admin_password={ADMIN_PASSWORD}",
+        "--bail",
+        "--color",
+        "off",
+        "--reporters",
+        "cli,json",
+        "--reporter-json-export",
+        str(report),
+    )
+    stats = json.loads(report.read_text())["run"]["stats"]
+    assert (stats["requests"]["total"], stats["requests"]["failed"]) == (10, 0), out
+    # One or more checks a step, and none failed.
+    assert stats["assertions"]["total"] >= 10 and stats["assertions"]["failed"] == 0, out
 
 
 @pytest.mark.parametrize("client", CLIENTS)
