@@ -97,3 +97,28 @@ def test_every_upstream_is_mutual_tls_to_that_service_alone() -> None:
         ]
         # Health checks go over the cluster's transport socket: no plaintext override.
         assert "transport_socket_match_criteria" not in cluster["health_checks"][0]
+
+
+def test_undeclared_methods_on_known_paths_are_405_with_allow() -> None:
+    routes = render.http_routes()
+
+    def answer(method: str, path: str) -> tuple[int, str | None]:
+        for route in routes:
+            match = route["match"]
+            wanted = {h["string_match"]["exact"] for h in match.get("headers", [])}
+            if re.match(match["safe_regex"]["regex"], path) and (not wanted or method in wanted):
+                if "direct_response" in route:
+                    allow = route["response_headers_to_add"][0]["header"]["value"]
+                    return route["direct_response"]["status"], allow
+                return 200, None
+        return 404, None
+
+    assert answer("GET", "/v1/events") == (200, None)
+    assert answer("DELETE", "/v1/events") == (405, "GET, POST")
+    assert answer("POST", "/v1/bookings/b-1:cancel") == (200, None)
+    # The literal ':cancel' template answers before '{booking_id}' does.
+    assert answer("DELETE", "/v1/bookings/b-1:cancel") == (405, "POST")
+    assert answer("PATCH", "/v1/users/me") == (405, "GET")
+    assert answer("GET", "/v1/nowhere") == (404, None)
+    refusals = [r for r in routes if "direct_response" in r]
+    assert all(r["typed_per_filter_config"] == render.transcoder_disabled() for r in refusals)
