@@ -7,6 +7,8 @@ so what the document promises is what the servers check.
 
 from __future__ import annotations
 
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from ticketing.common.v1 import rules_pb2
@@ -14,5 +16,12 @@ from ticketing.common.v1 import rules_pb2
 
 def field_rules(message: type[Message], field: str) -> rules_pb2.FieldRules:
     """The rules declared on `message.field` (all unset if none are)."""
-    options = message.DESCRIPTOR.fields_by_name[field].GetOptions()
-    return options.Extensions[rules_pb2.rules]
+    return declared_rules(message.DESCRIPTOR.fields_by_name[field])
+
+
+def declared_rules(field: FieldDescriptor) -> rules_pb2.FieldRules:
+    """A field's rules, or those of the field its `same_as` names."""
+    rules = field.GetOptions().Extensions[rules_pb2.rules]
+    if rules.same_as:
+        return declared_rules(descriptor_pool.Default().FindFieldByName(rules.same_as))
+    return rules

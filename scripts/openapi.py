@@ -30,6 +30,7 @@ from google.rpc import code_pb2
 
 from runtime.contracts import PROTO_SERVICES, http_binding
 from runtime.currencies import ISO_4217
+from runtime.rules import declared_rules
 from runtime.validation import (
     CONTROL_CHARS,
     CONTROL_CHARS_BUT_WHITESPACE,
@@ -158,10 +159,6 @@ def behaviors(field: FieldDescriptor) -> list[int]:
     return list(field.GetOptions().Extensions[field_behavior_pb2.field_behavior])
 
 
-def declared(field: FieldDescriptor) -> rules_pb2.FieldRules:
-    return field.GetOptions().Extensions[rules_pb2.rules]
-
-
 def string_schema(field: FieldDescriptor, rules: rules_pb2.FieldRules, required: bool) -> dict:
     schema: dict[str, Any] = {"type": "string", **FORMATS.get(rules.format, {})}
     if rules.pattern:
@@ -255,7 +252,7 @@ class Document:
     def field_schema(self, field: FieldDescriptor, request: bool) -> dict[str, Any]:
         """The field's JSON shape and what a server accepts in it: its declared
         rules, REQUIRED as non-empty, and (in a request) the rules every text meets."""
-        rules = declared(field)
+        rules = declared_rules(field)
         required = field_behavior_pb2.REQUIRED in behaviors(field)
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             item = self.ref(field.message_type, request)

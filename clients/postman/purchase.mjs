@@ -3,14 +3,19 @@
 // Each step is a generated request, named by its method and path, with the
 // body it sends, whose token it carries, and its test script: the status it
 // expects and the ids it keeps in collection variables for the steps after.
+const card = { card_number: "4242424242424242", exp_month: 12, exp_year: 2099, cvc: "123" };
+
+// Signs in and keeps the access token in the variable `token`.
+const signIn = (name, email, password, token) => ({
+  request: "POST /v1/auth/login",
+  name,
+  body: { email, password },
+  test: `pm.test("200", () => pm.response.to.have.status(200));
+pm.collectionVariables.set("${token}", pm.response.json().access_token);`,
+});
+
 export const steps = [
-  {
-    request: "POST /v1/auth/login",
-    name: "The admin signs in",
-    body: { email: "{{admin_email}}", password: "{{admin_password}}" },
-    test: `pm.test("200", () => pm.response.to.have.status(200));
-pm.collectionVariables.set("admin_token", pm.response.json().access_token);`,
-  },
+  signIn("The admin signs in", "{{admin_email}}", "{{admin_password}}", "admin_token"),
   {
     request: "POST /v1/events",
     name: "The admin creates an event",
@@ -37,13 +42,7 @@ pm.collectionVariables.set("event_id", pm.response.json().event_id);`,
     test: `pm.test("200", () => pm.response.to.have.status(200));
 pm.test("a user", () => pm.expect(pm.response.json().role).to.equal("ROLE_USER"));`,
   },
-  {
-    request: "POST /v1/auth/login",
-    name: "The fan signs in",
-    body: { email: "{{fan_email}}", password: "correct-horse-battery" },
-    test: `pm.test("200", () => pm.response.to.have.status(200));
-pm.collectionVariables.set("fan_token", pm.response.json().access_token);`,
-  },
+  signIn("The fan signs in", "{{fan_email}}", "correct-horse-battery", "fan_token"),
   {
     request: "POST /v1/bookings",
     name: "The fan books two seats",
@@ -51,7 +50,7 @@ pm.collectionVariables.set("fan_token", pm.response.json().access_token);`,
     body: {
       event_id: "{{event_id}}",
       seat_ids: ["vip-1-1", "vip-1-2"],
-      payment_method: { card_number: "4242424242424242", exp_month: 12, exp_year: 2099, cvc: "123" },
+      payment_method: card,
       request_id: "{{$guid}}",
     },
     test: `pm.test("200", () => pm.response.to.have.status(200));
@@ -68,7 +67,7 @@ pm.collectionVariables.set("payment_id", booking.payment_id);`,
     body: {
       event_id: "{{event_id}}",
       seat_ids: ["vip-1-2"],
-      payment_method: { card_number: "4242424242424242", exp_month: 12, exp_year: 2099, cvc: "123" },
+      payment_method: card,
       request_id: "{{$guid}}",
     },
     test: `pm.test("409", () => pm.response.to.have.status(409));
