@@ -29,8 +29,9 @@ from ticketing.event.v1 import event_pb2
 # The server takes up to 100,000 seats an event (the scale benchmark makes one);
 # the fuzzer's events stay small so that the run takes seconds and a few MB.
 FUZZ_EVENT_SEATS = 1_000
-# Accounts the rest of the suite relies on: never re-roled by the fuzzer.
 FAILED_PRECONDITION = 9  # google.rpc.Code
+# Accounts the rest of the suite relies on: never re-roled by the fuzzer (its
+# stateful phase feeds ids from ListUsers into SetUserRole).
 PROTECTED_USERS = frozenset(filter(None, os.environ.get("FUZZ_PROTECTED_USERS", "").split(",")))
 
 
