@@ -69,16 +69,25 @@ def http_routes() -> list[dict[str, Any]]:
     for service, _, verb, template, _ in public_methods():
         templates.setdefault(template, set()).add(verb)
         services[template] = service
+    # A CORS preflight needs a route to a cluster (the CORS filter passes over
+    # direct responses), whatever method it asks about.
+    preflight = [
+        {"name": ":method", "string_match": {"exact": "OPTIONS"}},
+        {"name": "access-control-request-method", "present_match": True},
+    ]
     bound = [
         {
-            "match": {
-                "safe_regex": {"regex": path_regex(template)},
-                "headers": [{"name": ":method", "string_match": {"exact": verb}}],
-            },
+            "match": {"safe_regex": {"regex": path_regex(template)}, "headers": headers},
             "route": {"cluster": services[template], "timeout": f"{DEFAULT_TIMEOUT}s"},
         }
         for template in sorted(templates)
-        for verb in sorted(templates[template])
+        for headers in [
+            *(
+                [{"name": ":method", "string_match": {"exact": verb}}]
+                for verb in sorted(templates[template])
+            ),
+            preflight,
+        ]
     ]
     # The most literal template first: '/v1/bookings/x:cancel' is refused with
     # the methods of '{booking_id}:cancel', not of '{booking_id}'.
