@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
-import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from auth import domain
@@ -19,7 +18,7 @@ from auth.domain import User
 from auth.repository import Accounts, outbox
 from auth.throttle import LoginThrottle
 from runtime import pagination, timestamps
-from runtime.errors import ServiceError, bad_field, not_found, parse_uuid
+from runtime.errors import AlreadyExists, Unauthenticated, bad_field, not_found, parse_uuid
 from runtime.identity import Role
 from runtime.outbox import enqueue
 from runtime.revocation import RevocationBook
@@ -38,14 +37,12 @@ class Tokens:
     expires_in: int
 
 
-def _invalid_credentials() -> ServiceError:
-    return ServiceError(
-        grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS", "invalid email or password"
-    )
+def _invalid_credentials() -> Unauthenticated:
+    return Unauthenticated("INVALID_CREDENTIALS", "invalid email or password")
 
 
-def _invalid_refresh(reason: str, message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.UNAUTHENTICATED, reason, message)
+def _invalid_refresh(reason: str, message: str) -> Unauthenticated:
+    return Unauthenticated(reason, message)
 
 
 class AuthUseCases:
@@ -90,8 +87,7 @@ class AuthUseCases:
         password_hash = await self._argon2(self._passwords.hash, password)
         async with self._engine.begin() as conn:
             if not await Accounts(conn).add_user(user, password_hash):
-                raise ServiceError(
-                    grpc.StatusCode.ALREADY_EXISTS,
+                raise AlreadyExists(
                     "EMAIL_TAKEN",
                     "an account with this email already exists",
                     {"email": user.email},
@@ -207,9 +203,8 @@ class AuthUseCases:
             try:
                 await self.register(email, password, "Administrator", role=Role.ADMIN)
                 log.info("created admin account %s", email)
-            except ServiceError as err:
-                if err.code is not grpc.StatusCode.ALREADY_EXISTS:
-                    raise  # else another replica created it first
+            except AlreadyExists:
+                pass  # another replica created it first
         elif found[0].role is not Role.ADMIN:
             await self.set_role(str(found[0].user_id), Role.ADMIN)
 

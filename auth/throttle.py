@@ -23,11 +23,10 @@ import math
 import time
 from dataclasses import dataclass
 
-import grpc
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from runtime.errors import ServiceError
+from runtime.errors import ResourceExhausted
 from runtime.redis_client import redis_client
 
 log = logging.getLogger(__name__)
@@ -49,9 +48,8 @@ class ThrottlePolicy:
         return min(self.base_delay_seconds * 2**exponent, self.max_delay_seconds)
 
 
-def too_many_attempts(retry_after_seconds: int) -> ServiceError:
-    return ServiceError(
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
+def too_many_attempts(retry_after_seconds: int) -> ResourceExhausted:
+    return ResourceExhausted(
         "TOO_MANY_ATTEMPTS",
         f"too many failed logins for this account; retry in {retry_after_seconds} s",
         {"retry_after_seconds": str(retry_after_seconds)},

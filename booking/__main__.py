@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 
 from booking.api import BookingServicer
-from booking.clients import Downstream
-from booking.repository import Ledger
+from booking.grpc_gateways import Downstream
+from booking.repository import PgLedger
 from booking.service import BookingUseCases
+from booking.settings import BookingSettings
 from runtime import cli
-from runtime.config import Settings, env_float, env_int, grpc_target
 from runtime.outbox import OutboxRelay
 from runtime.pg import Database
 from runtime.server import GrpcService
@@ -17,19 +17,21 @@ from runtime.tls import TlsFiles
 from ticketing.booking.v1 import booking_pb2, booking_pb2_grpc
 
 
-async def build(settings: Settings) -> GrpcService:
+async def build(settings: BookingSettings) -> GrpcService:
     database = Database(settings.database_url, settings.db_pool_size)
     downstream = Downstream(
-        grpc_target("event"),
-        grpc_target("payment"),
-        env_float("DOWNSTREAM_TIMEOUT_SECONDS", 5.0),
+        settings.event_target,
+        settings.payment_target,
+        settings.retry.call_timeout_seconds,
         TlsFiles.for_workload(settings.service),
     )
     use_cases = BookingUseCases(
-        Ledger(database),
-        downstream,
-        env_int("HOLD_TTL_SECONDS", 300),
-        sweep_grace_seconds=env_float("SWEEP_GRACE_SECONDS", 30.0),
+        PgLedger(database),
+        downstream.seats,
+        downstream.payments,
+        settings.hold_ttl_seconds,
+        settings.retry,
+        sweep_grace_seconds=settings.sweep_grace_seconds,
     )
     service = GrpcService(settings)
     service.add(
@@ -41,9 +43,9 @@ async def build(settings: Settings) -> GrpcService:
         database,
         contextlib.aclosing(downstream),
         OutboxRelay(settings.database_url, settings.amqp_url),
-        use_cases.sweeping(env_float("SWEEP_INTERVAL_SECONDS", 15.0)),
+        use_cases.sweeping(settings.sweep_interval_seconds),
     ]
     return service
 
 
-cli.main("booking", build)
+cli.main("booking", BookingSettings, build)

@@ -6,6 +6,7 @@ import grpc
 
 from booking.convert import booking_to_proto
 from booking.domain import State
+from booking.gateways import Card
 from booking.service import BookingUseCases
 from runtime.errors import bad_field
 from runtime.identity import caller
@@ -19,11 +20,14 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
     async def CreateBooking(
         self, request: booking_pb2.CreateBookingRequest, context: grpc.aio.ServicerContext
     ) -> booking_pb2.Booking:
+        method = request.payment_method
         booking = await self._bookings.create(
             caller(),
             request.event_id,
             list(request.seat_ids),
-            request.payment_method if request.HasField("payment_method") else None,
+            Card(method.card_number, method.exp_month, method.exp_year, method.cvc)
+            if request.HasField("payment_method")
+            else None,
             request.request_id,
         )
         return booking_to_proto(booking)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from booking.domain import Booking
+from booking.domain import Announcement, Booking, Cancelled, Confirmed, Failed
 from runtime import timestamps
+from runtime.outbox import OutboxMessage
 from ticketing.booking.v1 import booking_pb2, messages_pb2
 from ticketing.common.v1 import money_pb2
 from ticketing.event.v1 import event_pb2
@@ -65,3 +66,14 @@ def cancelled(booking: Booking, refunded_minor: int) -> messages_pb2.BookingCanc
         event=event_summary(booking),
         refunded_amount=money(refunded_minor, booking.currency),
     )
+
+
+def outbox_message(announcement: Announcement) -> OutboxMessage:
+    """The message a settled booking sends to every subscriber."""
+    match announcement:
+        case Confirmed(booking):
+            return OutboxMessage("booking.confirmed", confirmed(booking))
+        case Failed(booking):
+            return OutboxMessage("booking.failed", failed(booking))
+        case Cancelled(booking, refunded_minor):
+            return OutboxMessage("booking.cancelled", cancelled(booking, refunded_minor))

@@ -1,16 +1,16 @@
-"""Bookings, free of I/O: identity, states, totals and what may happen when."""
+"""Bookings, free of I/O: identity, states, totals, what may happen when, and
+the announcements a settled booking makes (written to the outbox with it)."""
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-import grpc
-
-from runtime.errors import ServiceError, Violations
+from runtime.errors import FailedPrecondition, Violations
 from runtime.rules import field_rules
 from ticketing.booking.v1 import booking_pb2
 from ticketing.event.v1 import event_pb2
@@ -78,6 +78,35 @@ class Booking:
     def seat_ids(self) -> list[str]:
         return [seat.seat_id for seat in self.seats]
 
+    def settled(self, state: State, **changes: object) -> Booking:
+        """The booking as it is once moved to `state` now."""
+        return dataclasses.replace(self, state=state, update_time=datetime.now(UTC), **changes)
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """Paid and sold: the buyer gets the tickets."""
+
+    booking: Booking
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Not sold, and no money kept."""
+
+    booking: Booking
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """Refunded and the seats given back."""
+
+    booking: Booking
+    refunded_minor: int
+
+
+Announcement = Confirmed | Failed | Cancelled
+
 
 def booking_id_for(user_id: str, request_id: str) -> uuid.UUID:
     if not request_id:
@@ -118,18 +147,16 @@ def total(seats: Sequence[BookedSeat]) -> int:
     return sum(seat.price_minor for seat in seats)
 
 
-def failure_error(booking: Booking) -> ServiceError:
+def failure_error(booking: Booking) -> FailedPrecondition:
     """The error a FAILED booking answers with, first time and on every retry."""
     metadata = {"booking_id": str(booking.booking_id), "failure_reason": booking.failure_reason}
     if booking.failure_reason in DECLINE_CODES:
-        return ServiceError(
-            grpc.StatusCode.FAILED_PRECONDITION,
+        return FailedPrecondition(
             "PAYMENT_DECLINED",
             f"the payment was declined ({booking.failure_reason})",
             metadata,
         )
-    return ServiceError(
-        grpc.StatusCode.FAILED_PRECONDITION,
+    return FailedPrecondition(
         "BOOKING_FAILED",
         f"the booking failed ({booking.failure_reason})",
         metadata,
@@ -138,16 +165,22 @@ def failure_error(booking: Booking) -> ServiceError:
 
 def check_cancellable(booking: Booking, now: datetime) -> None:
     if booking.state is not State.CONFIRMED:
-        raise ServiceError(
-            grpc.StatusCode.FAILED_PRECONDITION,
+        raise FailedPrecondition(
             "BOOKING_NOT_CANCELLABLE",
             f"only confirmed bookings can be cancelled; this one is {booking.state.name}",
             {"booking_id": str(booking.booking_id), "state": booking.state.name},
         )
     if booking.event.starts_at <= now:
-        raise ServiceError(
-            grpc.StatusCode.FAILED_PRECONDITION,
+        raise FailedPrecondition(
             "EVENT_STARTED",
             "the event has started; bookings can no longer be cancelled",
             {"booking_id": str(booking.booking_id)},
         )
+
+
+def request_id_reused(existing: Booking) -> FailedPrecondition:
+    return FailedPrecondition(
+        "REQUEST_ID_REUSED",
+        "this request_id was used for another booking",
+        {"booking_id": str(existing.booking_id)},
+    )

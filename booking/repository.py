@@ -1,8 +1,9 @@
 """The booking database: bookings and the outbox.
 
-The tables are declared here for the migrations; the Ledger reads and writes
-them with one statement per step in autocommit (runtime.pg), since every step
-of the saga is on the sale path.
+The tables are declared here for the migrations; `PgLedger` (the saga's
+`booking.gateways.Ledger`) reads and writes them with one statement per step
+in autocommit (runtime.pg), since every step of the saga is on the sale path:
+a settlement and its outbox message are one statement, so one unit of work.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from sqlalchemy.dialects import postgresql as pg
 
-from booking.domain import BookedSeat, Booking, EventSnapshot, State
-from runtime.outbox import INSERT_OUTBOX_ROW, OutboxMessage, outbox_table
+from booking import convert
+from booking.domain import Announcement, BookedSeat, Booking, EventSnapshot, State
+from runtime.outbox import INSERT_OUTBOX_ROW, outbox_table
 from runtime.pg import Database
 
 metadata = sa.MetaData()
@@ -119,7 +121,7 @@ RETURNING *
 """
 
 
-class Ledger:
+class PgLedger:
     """The bookings, each call one statement (runtime.pg)."""
 
     def __init__(self, db: Database) -> None:
@@ -158,9 +160,10 @@ class Ledger:
         row = await self._db.fetchone("SELECT * FROM bookings WHERE booking_id = %s", (booking_id,))
         return _booking(row) if row else None
 
-    async def settle(self, settled: Booking, from_state: State, message: OutboxMessage) -> bool:
-        """Moves the booking to `settled`'s state, payment and failure reason if it
-        is still in from_state, with its message; False if someone else moved it."""
+    async def settle(self, announcement: Announcement, from_state: State) -> bool:
+        """Moves the announced booking to its state, payment and failure reason if
+        it is still in from_state, with its message; False if someone else moved it."""
+        settled = announcement.booking
         row = await self._db.fetchone(
             _SETTLE,
             {
@@ -170,7 +173,7 @@ class Ledger:
                 "payment_id": settled.payment_id,
                 "failure_reason": settled.failure_reason,
                 "update_time": settled.update_time,
-                **message.row(),
+                **convert.outbox_message(announcement).row(),
             },
         )
         return bool(row and row.settled)

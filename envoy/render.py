@@ -28,7 +28,7 @@ from typing import Any
 
 from google.protobuf.descriptor import MethodDescriptor
 
-from runtime.config import REPO_ROOT, SERVICES, env_int, env_str, grpc_addr
+from runtime.config import REPO_ROOT, SERVICES, ConfigError, Env, grpc_addr, retry_policy
 from runtime.contracts import PROTO_SERVICES, http_binding
 from runtime.tls import TlsFiles, spiffe_id
 from ticketing.common.v1 import access_pb2
@@ -38,12 +38,16 @@ from ticketing.common.v1 import access_pb2
 LOCAL_REPLY_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 413: 3, 429: 8, 503: 14, 504: 4}
 JWT_PROVIDER = "ticketing"
 RATE_LIMITED = {"/ticketing.auth.v1.AuthService/Login", "/ticketing.auth.v1.AuthService/Register"}
-SLOW_ROUTES = {  # route timeouts, seconds; everything else gets DEFAULT_TIMEOUT
-    "/ticketing.booking.v1.BookingService/CreateBooking": 40,
-    "/ticketing.booking.v1.BookingService/CancelBooking": 40,
-    "/ticketing.event.v1.EventService/CreateEvent": 30,
-}
+# The routes that run the booking saga: their timeout derives from the saga's
+# retry policy (runtime.retry), read from the same variables booking reads.
+SAGA_ROUTES = (
+    "/ticketing.booking.v1.BookingService/CreateBooking",
+    "/ticketing.booking.v1.BookingService/CancelBooking",
+)
+SLOW_ROUTES = {"/ticketing.event.v1.EventService/CreateEvent": 30}  # seconds
 DEFAULT_TIMEOUT = 10
+# Every setting read here, checked once the config is rendered.
+ENV = Env()
 CORS_HEADERS = "authorization,content-type,x-request-id,x-grpc-web,x-user-agent,grpc-timeout"
 CORS_EXPOSED = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id"
 
@@ -162,7 +166,7 @@ def upstream_tls(service: str, identity: TlsFiles) -> dict[str, Any]:
 
 def cluster(service: str, identity: TlsFiles) -> dict[str, Any]:
     endpoints = []
-    for addr in grpc_addr(service).split(","):
+    for addr in grpc_addr(service, ENV).split(","):
         host, _, port = addr.strip().rpartition(":")
         endpoints.append(
             {
@@ -223,13 +227,14 @@ def rate_limit(per_minute: int) -> dict[str, Any]:
 def routes() -> list[dict[str, Any]]:
     # The transcoder rewrites /v1/... to the gRPC path and clears the route
     # cache, so gRPC, gRPC-Web and HTTP/JSON callers meet the same routes.
-    per_minute = env_int("AUTH_RATE_LIMIT_PER_MINUTE", 60)
+    per_minute = ENV.integer("AUTH_RATE_LIMIT_PER_MINUTE", 60, minimum=1)
+    timeouts = route_timeouts()
     table = []
     for service, method, _, _, _ in public_methods():
         path = grpc_path(method)
         route: dict[str, Any] = {
             "match": {"path": path},
-            "route": {"cluster": service, "timeout": f"{SLOW_ROUTES.get(path, DEFAULT_TIMEOUT)}s"},
+            "route": {"cluster": service, "timeout": f"{timeouts.get(path, DEFAULT_TIMEOUT)}s"},
         }
         if path in RATE_LIMITED:
             route["typed_per_filter_config"] = rate_limit(per_minute)
@@ -285,8 +290,8 @@ def jwt_filter(edge_port: int) -> dict[str, Any]:
             "@type": extension("filters.http.jwt_authn.v3.JwtAuthentication"),
             "providers": {
                 JWT_PROVIDER: {
-                    "issuer": env_str("JWT_ISSUER", "ticketing-auth"),
-                    "audiences": [env_str("JWT_AUDIENCE", "ticketing")],
+                    "issuer": ENV.text("JWT_ISSUER", "ticketing-auth"),
+                    "audiences": [ENV.text("JWT_AUDIENCE", "ticketing")],
                     "remote_jwks": {
                         # Envoy fetches the JWKS through its own listener, transcoded
                         # from AuthService.GetJwks. A short cache picks up a new key soon.
@@ -295,7 +300,7 @@ def jwt_filter(edge_port: int) -> dict[str, Any]:
                             "cluster": "edge_self",
                             "timeout": "2s",
                         },
-                        "cache_duration": f"{env_int('JWKS_CACHE_SECONDS', 30)}s",
+                        "cache_duration": f"{ENV.integer('JWKS_CACHE_SECONDS', 30, minimum=1)}s",
                         # The listener must not wait for the JWKS: it is fetched through it.
                         "async_fetch": {"fast_listener": True},
                         "retry_policy": {"num_retries": 5},
@@ -327,7 +332,7 @@ def transcoder_filter(descriptor_path: Path) -> dict[str, Any]:
                 "preserve_proto_field_names": True,
             },
             "convert_grpc_status": True,
-            "max_request_body_size": env_int("MAX_REQUEST_BYTES", 65536),
+            "max_request_body_size": ENV.integer("MAX_REQUEST_BYTES", 65536, minimum=1024),
             "request_validation_options": {
                 "reject_unknown_method": True,
                 "reject_unknown_query_parameters": True,
@@ -338,7 +343,7 @@ def transcoder_filter(descriptor_path: Path) -> dict[str, Any]:
 
 
 def cors_policy() -> dict[str, Any]:
-    origins = env_str("CORS_ALLOWED_ORIGINS", "http://localhost:3000,http://127.0.0.1:3000")
+    origins = ENV.text("CORS_ALLOWED_ORIGINS", "http://localhost:3000,http://127.0.0.1:3000")
     return {
         "envoy.filters.http.cors": {
             "@type": extension("filters.http.cors.v3.CorsPolicy"),
@@ -389,9 +394,9 @@ def filter_(name: str, config_type: str, **config: Any) -> dict[str, Any]:
 
 
 def config(descriptor_path: Path) -> dict[str, Any]:
-    edge_port = env_int("EDGE_PORT", 8080)
-    admin_port = env_int("EDGE_ADMIN_PORT", 9901)
-    listen = env_str("EDGE_LISTEN_ADDRESS", "127.0.0.1")
+    edge_port = ENV.integer("EDGE_PORT", 8080, minimum=1, maximum=65535)
+    admin_port = ENV.integer("EDGE_ADMIN_PORT", 9901, minimum=1, maximum=65535)
+    listen = ENV.text("EDGE_LISTEN_ADDRESS", "127.0.0.1")
     identity = TlsFiles.for_workload("edge")
     hcm = {
         "@type": extension("filters.network.http_connection_manager.v3.HttpConnectionManager"),
@@ -402,7 +407,7 @@ def config(descriptor_path: Path) -> dict[str, Any]:
         # EDGE_TRUSTED_HOPS proxies of our own, the one they put in
         # x-forwarded-for (never a value a client can simply send).
         "use_remote_address": True,
-        "xff_num_trusted_hops": env_int("EDGE_TRUSTED_HOPS", 0),
+        "xff_num_trusted_hops": ENV.integer("EDGE_TRUSTED_HOPS", 0, minimum=0),
         # A client's own x-request-id still names its request in every log.
         "preserve_external_request_id": True,
         # The transcoder forwards the URL in x-envoy-original-path, and the services'
@@ -443,7 +448,7 @@ def config(descriptor_path: Path) -> dict[str, Any]:
         "admin": {
             "address": {
                 "socket_address": {
-                    "address": env_str("EDGE_ADMIN_ADDRESS", "127.0.0.1"),
+                    "address": ENV.text("EDGE_ADMIN_ADDRESS", "127.0.0.1"),
                     "port_value": admin_port,
                 }
             }
@@ -496,9 +501,22 @@ def config(descriptor_path: Path) -> dict[str, Any]:
     }
 
 
+def route_timeouts() -> dict[str, int]:
+    """Seconds per gRPC path; other routes get DEFAULT_TIMEOUT."""
+    saga = retry_policy(ENV).edge_timeout_seconds
+    return {**SLOW_ROUTES, **dict.fromkeys(SAGA_ROUTES, saga)}
+
+
 def main() -> None:
-    descriptor = Path(env_str("ENVOY_DESCRIPTOR_SET", str(REPO_ROOT / "gen" / "descriptors.binpb")))
-    json.dump(config(descriptor), sys.stdout, indent=2)
+    descriptor = Path(
+        ENV.text("ENVOY_DESCRIPTOR_SET", str(REPO_ROOT / "gen" / "descriptors.binpb"))
+    )
+    rendered = config(descriptor)
+    try:
+        ENV.check()
+    except ConfigError as exc:
+        raise SystemExit(f"envoy/render.py: bad settings: {exc}") from None
+    json.dump(rendered, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 

@@ -9,15 +9,15 @@ from event.holds import HoldStore, reporting_holds
 from event.repository import SalePath
 from event.sales import SalesReports
 from event.service import EventUseCases
+from event.settings import EventSettings
 from runtime import cli, db
-from runtime.config import Settings, env_float, env_int
 from runtime.consumer import Consumer
 from runtime.pg import Database
 from runtime.server import GrpcService
 from ticketing.event.v1 import event_pb2, event_pb2_grpc
 
 
-async def build(settings: Settings) -> GrpcService:
+async def build(settings: EventSettings) -> GrpcService:
     engine = db.async_engine(settings)
     database = Database(settings.database_url, settings.db_pool_size)
     sale_path = SalePath(database)
@@ -26,8 +26,8 @@ async def build(settings: Settings) -> GrpcService:
         engine,
         sale_path,
         holds,
-        env_int("HOLD_TTL_SECONDS", 300),
-        availability_cache_seconds=env_float("AVAILABILITY_CACHE_SECONDS", 1.0),
+        settings.hold_ttl_seconds,
+        availability_cache_seconds=settings.availability_cache_seconds,
     )
     sales = SalesReports(engine, sale_path, use_cases)
     service = GrpcService(settings)
@@ -46,4 +46,4 @@ async def build(settings: Settings) -> GrpcService:
     return service
 
 
-cli.main("event", build)
+cli.main("event", EventSettings, build)

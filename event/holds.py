@@ -7,12 +7,16 @@ key keeps a permanent `sold:<booking>` marker, so a hold on it fails without
 asking PostgreSQL, which stays the authority on what is sold.
 
 Holds trust those markers only while `ev:{event}:markers` says they are
-complete. Redis losing its data loses that key with the markers, and the lock
-script then refuses to answer until the event service has rebuilt the markers
-from PostgreSQL (`MarkersMissing`). A marker that outlived its sale (a return
-racing a rebuild) is the other way to be wrong, and the safe one: the hold is
-refused, and the service asks PostgreSQL before it says so. The braces are a
-hash tag: one event's keys share a Redis Cluster slot, as the scripts need.
+complete, and hand out fencing tokens from the counter `ev:{event}:fence`
+only while it exists. Redis losing its data (or evicting either key) makes
+the lock script refuse to answer until the event service has rebuilt the
+event's state from PostgreSQL (`MarkersMissing`): the sold markers, and the
+counter raised to the floor of a new fence epoch counted in PostgreSQL, so a
+token is always larger than every token handed out before, forgotten or not.
+A marker that outlived its sale (a return racing a rebuild) is the other way
+to be wrong, and the safe one: the hold is refused, and the service asks
+PostgreSQL before it says so. The braces are a hash tag: one event's keys
+share a Redis Cluster slot, as the scripts need.
 """
 
 from __future__ import annotations
@@ -23,26 +27,25 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import grpc
 import redis.asyncio as redis
 from prometheus_client import Gauge
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from event.domain import SeatRef, Tier
-from runtime.errors import ServiceError
+from runtime.errors import Unavailable
 from runtime.redis_client import redis_client
 from runtime.tasks import periodically
 
 # KEYS: fence, markers-complete flag, hold keys (n), held sets (n).
 # ARGV: owner, ttl_ms, seat ids (n).
-# Returns {-1} while the sold markers need a rebuild; {0, taken seat ids, their
+# Returns {-1} while the event's state needs a rebuild; {0, taken seat ids, their
 # holders} when some seat is someone else's; else {1, fencing token, expiry}.
 # A seat the owner holds already keeps its expiry: locking again must not
 # extend a hold, or one caller could keep seats off sale forever. The hold's
 # expiry is then its earliest seat's.
 _LOCK = """
-if redis.call('EXISTS', KEYS[2]) == 0 then return {-1} end
+if redis.call('EXISTS', KEYS[1], KEYS[2]) < 2 then return {-1} end
 local n = (#KEYS - 2) / 2
 local owner, ttl = ARGV[1], tonumber(ARGV[2])
 local clock = redis.call('TIME')
@@ -149,15 +152,23 @@ for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i]) end
 return #KEYS
 """
 
+# The end of a rebuild: the counter raised to at least the epoch's floor (never
+# lowered: another replica's rebuild may have gone further), then the markers
+# declared complete, at once. KEYS: fence, markers-complete flag. ARGV: floor.
+_SEAL = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+redis.call('SET', KEYS[2], '1')
+return redis.call('GET', KEYS[1])
+"""
+
 RESTORE_CHUNK = 2_000
 
 T = TypeVar("T")
 
 
-def hold_store_unavailable() -> ServiceError:
-    return ServiceError(
-        grpc.StatusCode.UNAVAILABLE, "HOLD_STORE_UNAVAILABLE", "seat holds are unavailable; retry"
-    )
+def hold_store_unavailable() -> Unavailable:
+    return Unavailable("HOLD_STORE_UNAVAILABLE", "seat holds are unavailable; retry")
 
 
 SOLD = "sold:"  # a sold seat's hold key holds SOLD + the booking id
@@ -168,7 +179,8 @@ def sold_marker(booking_id: str) -> str:
 
 
 class MarkersMissing(Exception):
-    """Redis lost the event's sold markers; rebuild them before holding seats."""
+    """Redis lost the event's sold markers or fence counter; rebuild them before
+    holding seats."""
 
 
 @dataclass(frozen=True)
@@ -194,6 +206,7 @@ class HoldStore:
         self._mark_sold = client.register_script(_MARK_SOLD)
         self._unmark_sold = client.register_script(_UNMARK_SOLD)
         self._restore_sold = client.register_script(_RESTORE_SOLD)
+        self._seal = client.register_script(_SEAL)
 
     @classmethod
     def connect(cls, url: str) -> HoldStore:
@@ -219,12 +232,16 @@ class HoldStore:
     def _markers_key(event_id: str) -> str:
         return f"ev:{{{event_id}}}:markers"
 
+    @staticmethod
+    def _fence_key(event_id: str) -> str:
+        return f"ev:{{{event_id}}}:fence"
+
     async def lock(
         self, event_id: str, seats: Sequence[SeatRef], owner: str, ttl_ms: int
     ) -> Hold | Refusal:
         """The hold, or what stood in its way (nothing is held then)."""
         keys = [
-            f"ev:{{{event_id}}}:fence",
+            self._fence_key(event_id),
             self._markers_key(event_id),
             *self._keys(event_id, seats),
         ]
@@ -243,10 +260,11 @@ class HoldStore:
             )
         return Hold(int(reply[1]), int(reply[2]))
 
-    async def restore_sold_markers(
-        self, event_id: str, sold: Sequence[tuple[SeatRef, str]]
+    async def restore(
+        self, event_id: str, sold: Sequence[tuple[SeatRef, str]], fence_floor: int
     ) -> None:
-        """Marks every (seat, booking id) sold, then declares the markers complete."""
+        """Marks every (seat, booking id) sold, then raises the fence counter to
+        `fence_floor` and declares the markers complete."""
         for start in range(0, len(sold), RESTORE_CHUNK):
             chunk = sold[start : start + RESTORE_CHUNK]
             await self._call(
@@ -254,7 +272,9 @@ class HoldStore:
                 [self._hold_key(event_id, seat) for seat, _ in chunk],
                 [sold_marker(booking) for _, booking in chunk],
             )
-        await self._guard(lambda: self._redis.set(self._markers_key(event_id), "1"))
+        await self._call(
+            self._seal, [self._fence_key(event_id), self._markers_key(event_id)], [fence_floor]
+        )
 
     async def drop_markers(self, event_id: str, markers: dict[SeatRef, str]) -> None:
         """Deletes these markers where they still stand (PostgreSQL says unsold)."""

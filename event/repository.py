@@ -93,6 +93,20 @@ seat_sales = sa.Table(
     ),
 )
 
+# A fencing token is epoch * FENCE_EPOCH + the Redis counter (event.holds):
+# the epoch moves on here, durably, every time Redis's view of the event is
+# rebuilt, so a token is larger than every token handed out before it, even
+# when Redis forgot them all.
+event_fences = sa.Table(
+    "event_fences",
+    metadata,
+    sa.Column(
+        "event_id", pg.UUID(as_uuid=True), sa.ForeignKey("events.event_id"), primary_key=True
+    ),
+    sa.Column("epoch", sa.BigInteger, nullable=False),
+)
+FENCE_EPOCH = 2**32  # holds per event and epoch before tokens would overlap the next
+
 _SEAT_KEY = (seats.c.tier, seats.c.row, seats.c.number)
 
 
@@ -383,6 +397,17 @@ class SalePath:
             (event_id, *_columns(seat_list)),
         )
         return {_seat(r) for r in rows}
+
+    async def next_fence_floor(self, event_id: uuid.UUID) -> int:
+        """Starts the event's next fence epoch; every token from now on is above
+        the floor returned, and so above every token ever handed out before."""
+        row = await self._db.fetchone(
+            "INSERT INTO event_fences AS f (event_id, epoch) VALUES (%s, 1) "
+            "ON CONFLICT (event_id) DO UPDATE SET epoch = f.epoch + 1 RETURNING epoch",
+            (event_id,),
+        )
+        assert row is not None
+        return row.epoch * FENCE_EPOCH
 
     async def sold_seats(self, event_id: uuid.UUID) -> list[tuple[SeatRef, str]]:
         """Every sold seat of the event with the booking that bought it."""

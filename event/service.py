@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from event import domain
@@ -27,7 +26,15 @@ from event.holds import Hold, HoldStore, MarkersMissing, Refusal, hold_store_una
 from event.repository import AVAILABLE, SOLD, Catalog, SalePath
 from runtime import pagination
 from runtime.db import in_transaction
-from runtime.errors import ServiceError, bad_field, not_found, parse_uuid
+from runtime.errors import (
+    Conflict,
+    FailedPrecondition,
+    ServiceError,
+    Unavailable,
+    bad_field,
+    not_found,
+    parse_uuid,
+)
 from runtime.identity import Caller
 
 log = logging.getLogger(__name__)
@@ -74,11 +81,12 @@ class HoldResult:
 
 def seats_unavailable(
     seat_ids: Sequence[str],
-    code: grpc.StatusCode = grpc.StatusCode.ABORTED,
+    kind: type[ServiceError] = Conflict,
     reason: str = "SEAT_UNAVAILABLE",
 ) -> ServiceError:
-    return ServiceError(
-        code,
+    """Conflict while another buyer has them; FailedPrecondition when the
+    caller's own hold is gone."""
+    return kind(
         reason,
         f"seats not available: {', '.join(seat_ids)}",
         {"seat_ids": ",".join(seat_ids)},
@@ -230,15 +238,18 @@ class EventUseCases:
             raise hold_store_unavailable() from again
 
     async def _restore_markers(self, event_id: uuid.UUID) -> None:
-        """Rebuilds the event's sold markers from PostgreSQL, once however many
-        holds are waiting for them."""
+        """Rebuilds the event's sold markers and fence counter from PostgreSQL,
+        once however many holds are waiting for them."""
         task = self._rebuilds.get(event_id)
         if task is None:
 
             async def rebuild() -> None:
                 try:
+                    # The epoch first: if Redis loses its data again midway, the
+                    # next rebuild starts a later one still.
+                    floor = await self._sale_path.next_fence_floor(event_id)
                     sold = await self._sale_path.sold_seats(event_id)
-                    await self._holds.restore_sold_markers(str(event_id), sold)
+                    await self._holds.restore(str(event_id), sold, floor)
                     log.info("rebuilt %d sold markers of %s", len(sold), event_id)
                 finally:
                     del self._rebuilds[event_id]
@@ -276,19 +287,19 @@ class EventUseCases:
         if lost:
             if set(seats) <= set(await self._sold_to(info, booking)):
                 return info, seats  # a retry of a sale that committed; Redis forgot it
-            raise seats_unavailable(lost, grpc.StatusCode.FAILED_PRECONDITION, "HOLD_EXPIRED")
+            raise seats_unavailable(lost, FailedPrecondition, "HOLD_EXPIRED")
 
         if not await self._sale_path.sell(info.event_id, seats, booking, fencing_token):
             already = set(await self._sold_to(info, booking))
             if not set(seats) <= already:  # else: a retry of a sale that committed
                 raise seats_unavailable(
                     [s.seat_id for s in seats if s not in already],
-                    grpc.StatusCode.FAILED_PRECONDITION,
+                    FailedPrecondition,
                 )
         self._availability.pop(info.event_id, None)
         try:
             await self._holds.mark_sold(str(info.event_id), seats, booking_id)
-        except ServiceError:
+        except Unavailable:
             # The sale stands. Holds trust the markers, so they are owed: the next
             # hold on this replica writes them first, well within the stretched
             # hold (CONFIRM_GRACE_MS) that keeps these seats from anyone else.
@@ -332,8 +343,7 @@ class EventUseCases:
     @staticmethod
     def _check_on_sale(info: EventInfo) -> None:
         if info.starts_at <= datetime.now(UTC):
-            raise ServiceError(
-                grpc.StatusCode.FAILED_PRECONDITION,
+            raise FailedPrecondition(
                 "EVENT_STARTED",
                 "the event has started; its seats are no longer on sale",
                 {"event_id": str(info.event_id)},

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from notification.api import NotificationServicer
-from notification.mailer import Mailer
 from notification.service import NotificationUseCases
+from notification.settings import NotificationSettings
 from notification.tickets import TicketSigner
 from runtime import cli, db
-from runtime.config import REPO_ROOT, Settings, env_int, env_str
 from runtime.consumer import Consumer, one_at_a_time
 from runtime.server import GrpcService
 from runtime.signing import KeyRing, ensure_key
@@ -19,24 +16,13 @@ QUEUE = "notification"
 ROUTING_KEYS = ("user.registered", "booking.confirmed", "booking.failed", "booking.cancelled")
 
 
-def ticket_keys_dir() -> Path:
-    return Path(env_str("TICKET_KEYS_DIR", str(REPO_ROOT / "var" / "keys" / "tickets")))
-
-
-async def build(settings: Settings) -> GrpcService:
+async def build(settings: NotificationSettings) -> GrpcService:
     engine = db.async_engine(settings)
-    mailer = Mailer(
-        host=env_str("SMTP_HOST", "127.0.0.1"),
-        port=env_int("SMTP_PORT", 1025),
-        username=env_str("SMTP_USER", ""),
-        password=env_str("SMTP_PASSWORD", ""),
-        starttls=env_str("SMTP_STARTTLS", "false").lower() in ("1", "true", "yes"),
-    )
     use_cases = NotificationUseCases(
         engine,
-        mailer,
-        TicketSigner(KeyRing(ticket_keys_dir())),
-        env_str("MAIL_FROM", "Ticketing <tickets@ticketing.example.com>"),
+        settings.mailer,
+        TicketSigner(KeyRing(settings.ticket_keys_dir)),
+        settings.mail_from,
     )
     service = GrpcService(settings)
     service.add(
@@ -52,10 +38,15 @@ async def build(settings: Settings) -> GrpcService:
             QUEUE,
             ROUTING_KEYS,
             one_at_a_time(use_cases.record),
-            prefetch=env_int("NOTIFICATION_PREFETCH", 32),
+            prefetch=settings.prefetch,
         ),
     ]
     return service
 
 
-cli.main("notification", build, {"keys": lambda settings: ensure_key(ticket_keys_dir())})
+cli.main(
+    "notification",
+    NotificationSettings,
+    build,
+    {"keys": lambda settings: ensure_key(settings.ticket_keys_dir)},
+)

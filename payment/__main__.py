@@ -6,7 +6,7 @@ from payment.api import PaymentServicer
 from payment.repository import Charges
 from payment.service import PaymentUseCases
 from runtime import cli, db
-from runtime.config import Settings, env_float
+from runtime.config import Settings
 from runtime.pg import Database
 from runtime.server import GrpcService
 from ticketing.payment.v1 import payment_pb2, payment_pb2_grpc
@@ -15,9 +15,7 @@ from ticketing.payment.v1 import payment_pb2, payment_pb2_grpc
 async def build(settings: Settings) -> GrpcService:
     engine = db.async_engine(settings)
     database = Database(settings.database_url, settings.db_pool_size)
-    use_cases = PaymentUseCases(
-        engine, Charges(database), env_float("PAYMENT_LATENCY_MS", 0.0) / 1000
-    )
+    use_cases = PaymentUseCases(engine, Charges(database))
     service = GrpcService(settings)
     service.add(
         payment_pb2.DESCRIPTOR.services_by_name["PaymentService"],
@@ -28,4 +26,4 @@ async def build(settings: Settings) -> GrpcService:
     return service
 
 
-cli.main("payment", build)
+cli.main("payment", Settings, build)

@@ -15,10 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
-import grpc
-
 from runtime.currencies import is_currency
-from runtime.errors import ServiceError, Violations
+from runtime.errors import FailedPrecondition, Violations
 from runtime.rules import field_rules
 from ticketing.payment.v1 import payment_pb2
 
@@ -227,8 +225,7 @@ def has_money_to_refund(payment: Payment) -> bool:
     finds nothing left and changes nothing. A declined payment never took any money.
     """
     if payment.state is State.DECLINED:
-        raise ServiceError(
-            grpc.StatusCode.FAILED_PRECONDITION,
+        raise FailedPrecondition(
             "PAYMENT_NOT_REFUNDABLE",
             "a declined payment took no money",
             {"payment_id": str(payment.payment_id)},
@@ -236,9 +233,8 @@ def has_money_to_refund(payment: Payment) -> bool:
     return payment.state is State.SUCCEEDED
 
 
-def key_reused(what: str, payment_id: uuid.UUID) -> ServiceError:
-    return ServiceError(
-        grpc.StatusCode.FAILED_PRECONDITION,
+def key_reused(what: str, payment_id: uuid.UUID) -> FailedPrecondition:
+    return FailedPrecondition(
         "IDEMPOTENCY_KEY_REUSED",
         f"this idempotency key was used for a different {what}",
         {"payment_id": str(payment_id)},

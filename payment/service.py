@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime
@@ -19,23 +18,13 @@ log = logging.getLogger(__name__)
 
 
 class PaymentUseCases:
-    def __init__(self, engine: AsyncEngine, charges: Charges, latency_seconds: float = 0.0) -> None:
+    def __init__(self, engine: AsyncEngine, charges: Charges) -> None:
         self._engine = engine
         self._charges = charges
-        # How long the simulated processor takes to answer, so benchmarks can
-        # model a real one; 0 answers at once.
-        self._latency_seconds = latency_seconds
 
     async def charge(self, order: ChargeOrder) -> Payment:
         """The payment for the order's idempotency key, charging the card only if new."""
         charge = domain.check_charge(order, datetime.now(UTC).date())
-        if self._latency_seconds:
-            async with self._engine.connect() as conn:
-                earlier = await Payments(conn).by_key(charge.idempotency_key)
-            if earlier is not None:  # a retry: answer without asking the processor again
-                domain.ensure_same_charge(earlier, charge)
-                return earlier
-            await self._ask_processor()
         now = datetime.now(UTC)
         attempt = domain.process(charge, uuid.uuid4(), now)
         # A concurrent call with the same key may have got here too; the database
@@ -57,7 +46,6 @@ class PaymentUseCases:
     async def refund(self, idempotency_key: str, payment_id: str) -> Payment:
         """Gives back the whole amount of a successful payment, at most once."""
         target = domain.check_refund(idempotency_key, payment_id)
-        await self._ask_processor()
         async with self._engine.begin() as conn:
             repo = Payments(conn)
             # Locked, so two refunds of one payment cannot both apply.
@@ -94,7 +82,3 @@ class PaymentUseCases:
         if payment is None or not (who.is_admin or str(payment.user_id) == who.user_id):
             raise not_found("payment", payment_id)
         return payment
-
-    async def _ask_processor(self) -> None:
-        if self._latency_seconds > 0:
-            await asyncio.sleep(self._latency_seconds)

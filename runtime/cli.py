@@ -8,20 +8,26 @@ import os
 from collections.abc import Awaitable, Callable
 
 from runtime import db, logs
-from runtime.config import Settings
+from runtime.config import ConfigError, S
 from runtime.server import GrpcService
 
-Build = Callable[[Settings], Awaitable[GrpcService]]
-Command = Callable[[Settings], None]
 
-
-def main(service: str, build: Build, commands: dict[str, Command] | None = None) -> None:
+def main(
+    service: str,
+    settings_type: type[S],
+    build: Callable[[S], Awaitable[GrpcService]],
+    commands: dict[str, Callable[[S], None]] | None = None,
+) -> None:
     commands = {"migrate": lambda s: db.migrate(service, s.database_url), **(commands or {})}
     parser = argparse.ArgumentParser(prog=f"python -m {service}")
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", *commands])
     args = parser.parse_args()
 
-    settings = Settings.load(service)
+    try:
+        settings = settings_type.load(service)
+    except ConfigError as exc:
+        # Before anything starts, and on stderr with exit status 1.
+        raise SystemExit(f"{service}: bad settings, not starting: {exc}") from None
     logs.configure(service, settings.log_level)
     if args.command != "serve":
         commands[args.command](settings)

@@ -7,7 +7,9 @@ queue costs one transaction per batch, not per message; a quiet one still
 hands each message over as soon as it arrives. Deliveries are acked only
 after the handler's transaction committed; a batch that fails is retried
 with backoff up to MAX_DELIVERIES times, then the broker dead-letters its
-messages. A message that can never be handled (PoisonMessage: unparsable,
+messages. The backoff is a timer on the connection, not a pause of the
+consumer: while a failed batch waits, the next messages are handled (up to the
+prefetch) and the heartbeats go on. A message that can never be handled (PoisonMessage: unparsable,
 unknown type) goes to the dead-letter queue at once. Handlers dedupe on
 message_id in the same transaction as their effect, so a redelivery is acted
 on once.
@@ -16,8 +18,8 @@ on once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -74,6 +76,17 @@ def one_at_a_time(handler: Handler) -> BatchHandler:
         return poison
 
     return handle
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds before a failed batch goes back to the queue: 0.5, 1, 2, ... 15."""
+    return min(0.25 * 2**attempt, 15.0)
+
+
+def _requeue(channel: BlockingChannel, tags: list[int]) -> None:
+    if channel.is_open:  # else the broker has requeued them already
+        for tag in tags:
+            channel.basic_nack(tag, requeue=True)
 
 
 def processed_messages_table(metadata: sa.MetaData) -> sa.Table:
@@ -136,6 +149,7 @@ class Consumer(BackgroundWorker):
         routing_keys: Sequence[str],
         handler: BatchHandler,
         prefetch: int = 16,
+        retry_delay: Callable[[int], float] = retry_delay,
     ) -> None:
         super().__init__(f"consumer-{queue}")
         self._amqp_url = amqp_url
@@ -143,6 +157,7 @@ class Consumer(BackgroundWorker):
         self._routing_keys = routing_keys
         self._handler = handler
         self._prefetch = prefetch
+        self._retry_delay = retry_delay
 
     def work(self) -> None:
         with channel(self._amqp_url) as incoming:
@@ -196,10 +211,11 @@ class Consumer(BackgroundWorker):
                 MAX_DELIVERIES,
             )
             metrics.MESSAGES_CONSUMED.labels(self._queue, "retried").inc(len(deliveries))
-            # Back off before the broker redelivers; past the limit it dead-letters.
-            time.sleep(min(0.25 * 2**attempt, 15.0))
-            for tag in deliveries:
-                channel.basic_nack(tag, requeue=True)
+            # Back off before the broker redelivers (past the limit it dead-letters),
+            # on a timer: the consumer goes on with whatever else has arrived.
+            channel.connection.call_later(
+                self._retry_delay(attempt), functools.partial(_requeue, channel, list(deliveries))
+            )
         else:
             for tag, delivery in deliveries.items():
                 if delivery.message_id in refused:

@@ -1,9 +1,12 @@
-"""Errors that cross the wire as canonical gRPC codes with rich details.
+"""Errors the caller should see, as kinds free of any transport.
 
-Domain code raises `ServiceError`; the server interceptor turns it into a
-`google.rpc.Status` carrying an `ErrorInfo` (and `BadRequest` field violations
-for bad input), which Envoy renders as a JSON body with the matching HTTP
-status. Clients read those details back with `error_details()`.
+Domain code, use cases and adapters raise a kind (`Invalid`, `NotFound`,
+`Conflict`, `Unavailable`, ...) with a stable UPPER_SNAKE reason, a message,
+metadata and, for bad input, field violations. What a kind becomes on the
+wire is decided in one place, `runtime.status` (a gRPC code with a
+`google.rpc.Status` carrying an `ErrorInfo` and `BadRequest`), which the
+server interceptor applies and Envoy renders as JSON with the matching HTTP
+status. Nothing here knows about gRPC.
 """
 
 from __future__ import annotations
@@ -12,12 +15,6 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-import grpc
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
-
-ERROR_DOMAIN = "ticketing.example.com"
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
 # The status travels in trailers, which gRPC caps (16 KiB by default); a request
 # with thousands of bad fields must still get its answer, so it gets the first few.
 MAX_VIOLATIONS = 20
@@ -32,48 +29,71 @@ class FieldViolation:
 
 @dataclass
 class ServiceError(Exception):
-    """A failure the caller should see, with a stable UPPER_SNAKE reason."""
+    """A failure the caller should see. Raise one of its kinds, never it."""
 
-    code: grpc.StatusCode
     reason: str
     message: str
     metadata: Mapping[str, str] = field(default_factory=dict)
     violations: tuple[FieldViolation, ...] = ()
 
-    def __str__(self) -> str:
-        return f"{self.code.name} {self.reason}: {self.message}"
+    def __post_init__(self) -> None:
+        if type(self) is ServiceError:
+            raise TypeError("raise a kind of ServiceError (Invalid, NotFound, Conflict, ...)")
 
-    def to_status(self) -> status_pb2.Status:
-        details = [
-            error_details_pb2.ErrorInfo(
-                reason=self.reason, domain=ERROR_DOMAIN, metadata=dict(self.metadata)
-            )
-        ]
-        if self.violations:
-            details.append(
-                error_details_pb2.BadRequest(
-                    field_violations=[
-                        error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description
-                        )
-                        for v in self.violations
-                    ]
-                )
-            )
-        packed = []
-        for detail in details:
-            any_detail = any_pb2.Any()
-            any_detail.Pack(detail)
-            packed.append(any_detail)
-        return status_pb2.Status(code=self.code.value[0], message=self.message, details=packed)
+    def __str__(self) -> str:
+        return f"{type(self).__name__} {self.reason}: {self.message}"
+
+
+class Invalid(ServiceError):
+    """The request is wrong whatever the state (bad input, field violations)."""
+
+
+class Unauthenticated(ServiceError):
+    """No caller, or one whose credentials do not hold."""
+
+
+class PermissionDenied(ServiceError):
+    """A known caller who may not do this."""
+
+
+class NotFound(ServiceError):
+    """No such thing (or one the caller may not know exists)."""
+
+
+class AlreadyExists(ServiceError):
+    """What the request would create exists already."""
+
+
+class Conflict(ServiceError):
+    """Someone else got there first (a seat taken); another try may succeed."""
+
+
+class FailedPrecondition(ServiceError):
+    """The state of things does not allow it (a started event, a declined card)."""
+
+
+class ResourceExhausted(ServiceError):
+    """Too many attempts; the metadata may say when to try again."""
+
+
+class Unavailable(ServiceError):
+    """A dependency is away or the outcome is not known yet; retry."""
+
+
+class Unimplemented(ServiceError):
+    """This server cannot do that."""
+
+
+class Internal(ServiceError):
+    """A bug; the details are in the logs, never in the answer."""
 
 
 def invalid_argument(
     violations: Iterable[FieldViolation], reason: str = "INVALID_ARGUMENT"
-) -> ServiceError:
+) -> Invalid:
     violations = tuple(violations)[:MAX_VIOLATIONS]
     message = "; ".join(f"{v.field}: {v.description}" for v in violations)
-    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, reason, message, violations=violations)
+    return Invalid(reason, message, violations=violations)
 
 
 def excerpt(raw: str) -> str:
@@ -82,12 +102,12 @@ def excerpt(raw: str) -> str:
     return repr(raw if len(raw) <= EXCERPT_CHARS else raw[:EXCERPT_CHARS] + "...")
 
 
-def bad_field(name: str, description: str) -> ServiceError:
+def bad_field(name: str, description: str) -> Invalid:
     return invalid_argument([FieldViolation(name, description)])
 
 
 def parse_uuid(raw: str, field: str) -> uuid.UUID:
-    """An id from a request; INVALID_ARGUMENT naming the field if it is not one."""
+    """An id from a request; Invalid naming the field if it is not one."""
     if not raw:
         raise bad_field(field, "is required")
     try:
@@ -96,21 +116,18 @@ def parse_uuid(raw: str, field: str) -> uuid.UUID:
         raise bad_field(field, "is not a valid id") from exc
 
 
-def not_found(what: str, ident: str) -> ServiceError:
-    return ServiceError(
-        grpc.StatusCode.NOT_FOUND,
-        f"{what.upper()}_NOT_FOUND",
-        f"{what} {ident!r} not found",
-        {f"{what}_id": ident},
+def not_found(what: str, ident: str) -> NotFound:
+    return NotFound(
+        f"{what.upper()}_NOT_FOUND", f"{what} {ident!r} not found", {f"{what}_id": ident}
     )
 
 
-def unauthenticated(message: str = "a valid access token is required") -> ServiceError:
-    return ServiceError(grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED", message)
+def unauthenticated(message: str = "a valid access token is required") -> Unauthenticated:
+    return Unauthenticated("UNAUTHENTICATED", message)
 
 
-def permission_denied(message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED", message)
+def permission_denied(message: str) -> PermissionDenied:
+    return PermissionDenied("PERMISSION_DENIED", message)
 
 
 class Violations:
@@ -125,41 +142,3 @@ class Violations:
     def raise_if_any(self) -> None:
         if self._items:
             raise invalid_argument(self._items)
-
-
-@dataclass(frozen=True)
-class ErrorDetails:
-    """What a client learns from a failed call's rich status."""
-
-    code: grpc.StatusCode
-    message: str
-    reason: str = ""
-    metadata: Mapping[str, str] = field(default_factory=dict)
-    violations: tuple[FieldViolation, ...] = ()
-
-
-_CODES = {code.value[0]: code for code in grpc.StatusCode}
-
-
-def error_details(error: grpc.RpcError) -> ErrorDetails:
-    """Decodes the google.rpc.Status a server attached to a failed call."""
-    code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-    message = error.details() if hasattr(error, "details") else str(error)
-    trailing = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
-    raw = next((v for k, v in (trailing or ()) if k == STATUS_DETAILS_KEY), None)
-    if raw is None:
-        return ErrorDetails(code, message or "")
-    status = status_pb2.Status.FromString(raw)
-    reason, metadata, violations = "", {}, []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason, metadata = info.reason, dict(info.metadata)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
-    return ErrorDetails(
-        _CODES.get(status.code, code), status.message, reason, metadata, tuple(violations)
-    )

@@ -2,9 +2,12 @@
 
 For each unary RPC it: adopts or mints the request id, refuses callers whose
 mesh identity the RPC does not name (`ticketing.common.v1.callers`), enforces
-the RPC's declared access rule (`ticketing.common.v1.access`), maps `ServiceError` to a
-rich `google.rpc.Status`, hides unexpected exceptions behind INTERNAL, and
-writes one structured log line and the RPC metrics.
+the RPC's declared access rule (`ticketing.common.v1.access`), maps errors
+to rich statuses by the one table of `runtime.status` (a `ServiceError`'s kind,
+or a driver's failure such as the database being down), hides unexpected
+exceptions behind INTERNAL, and writes one structured log line and the RPC
+metrics. A streaming RPC of ours is refused outright: its access rule would
+not be enforced, so it fails closed until the interceptor learns to wrap it.
 """
 
 from __future__ import annotations
@@ -18,14 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-import psycopg
-import sqlalchemy.exc
 from google.protobuf.descriptor import ServiceDescriptor
 
-from runtime import metrics, validation
+from runtime import metrics, status, validation
 from runtime.errors import (
-    STATUS_DETAILS_KEY,
+    Invalid,
+    PermissionDenied,
     ServiceError,
+    Unimplemented,
     permission_denied,
     unauthenticated,
 )
@@ -38,10 +41,9 @@ log = logging.getLogger("rpc")
 
 REQUEST_ID_HEADER = "x-request-id"
 SLOW_RPC_SECONDS = 0.25
-DATABASE_UNAVAILABLE = ServiceError(
-    grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE", "the database is unavailable; retry"
+STREAMING_REFUSED = Unimplemented(
+    "STREAMING_NOT_SUPPORTED", "this server enforces access rules on unary RPCs only"
 )
-INTERNAL_ERROR = ServiceError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error")
 _ROLES_FOR_ACCESS = {
     access_pb2.ACCESS_SIGNED_IN: None,
     access_pb2.ACCESS_ORGANIZER: (Role.ORGANIZER, Role.ADMIN),
@@ -73,8 +75,7 @@ def access_rules(services: Iterable[ServiceDescriptor]) -> dict[str, AccessRule]
 
 
 def caller_not_allowed(workload: str | None) -> ServiceError:
-    return ServiceError(
-        grpc.StatusCode.PERMISSION_DENIED,
+    return PermissionDenied(
         "CALLER_NOT_ALLOWED",
         f"workload {workload or '(none)'} may not call this method",
         metadata={"caller": workload or ""},
@@ -100,8 +101,12 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         rule = self._rules.get(details.method)
         # Health checks and reflection are not ours to wrap: any workload of the
         # mesh (one with a certificate from its CA) may use them.
-        if handler is None or rule is None or handler.unary_unary is None:
+        if handler is None or rule is None:
             return handler
+        if handler.unary_unary is None:
+            log.error("refusing %s: streaming RPCs are not wrapped", details.method)
+            wrapped = self._wrapped[details.method] = _refusing(handler)
+            return wrapped
         wrapped = self._wrapped[details.method] = grpc.unary_unary_rpc_method_handler(
             self._wrap(details.method, rule, handler.unary_unary),
             request_deserializer=validation.tolerant(handler.request_deserializer),
@@ -129,24 +134,25 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 validation.check_request(request, metadata)
                 return await inner(request, context)
             except ServiceError as err:
-                if err.code is not grpc.StatusCode.INVALID_ARGUMENT:
+                if not isinstance(err, Invalid):
                     log.info("refused: %s", err)
                 failure = err
-            except (sqlalchemy.exc.OperationalError, psycopg.OperationalError) as exc:
-                # The database is down or out of connections: say so, retryably.
-                log.warning("database unavailable in %s: %s", method, exc)
-                failure = DATABASE_UNAVAILABLE
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
                 raise
-            except Exception:
-                log.exception("unhandled error in %s", method)
-                failure = INTERNAL_ERROR  # no details: they are for the logs, not the caller
+            except Exception as exc:
+                failure = status.for_exception(exc)
+                if failure is None:
+                    log.exception("unhandled error in %s", method)
+                    # No details: they are for the logs, not the caller.
+                    failure = status.INTERNAL_ERROR
+                else:  # a driver's failure, the database down say: retryable
+                    log.warning("%s in %s: %s", failure.reason, method, exc)
             finally:
-                code = failure.code if failure else code
+                code = status.grpc_code(failure) if failure else code
                 elapsed = time.perf_counter() - started
                 metrics.observe_rpc(method, code.name, elapsed)
                 # Every RPC is counted in the metrics; the log keeps the ones worth
@@ -164,11 +170,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                         extra={"user_id": who.user_id if who else None},
                     )
                 request_id_var.reset(id_token)
-            await context.abort(
-                failure.code,
-                failure.message,
-                trailing_metadata=((STATUS_DETAILS_KEY, failure.to_status().SerializeToString()),),
-            )
+            await _abort(context, failure)
 
         return behavior
 
@@ -185,6 +187,34 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if allowed is not None and who.role not in allowed:
             raise permission_denied(f"requires role {' or '.join(r.value for r in allowed)}")
         return who
+
+
+async def _abort(context: grpc.aio.ServicerContext, failure: ServiceError) -> None:
+    await context.abort(
+        status.grpc_code(failure),
+        failure.message,
+        trailing_metadata=status.trailing_metadata(failure),
+    )
+
+
+def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as `handler` that refuses every call."""
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await _abort(context, STREAMING_REFUSED)
+
+    make = (
+        grpc.stream_stream_rpc_method_handler
+        if handler.request_streaming and handler.response_streaming
+        else grpc.stream_unary_rpc_method_handler
+        if handler.request_streaming
+        else grpc.unary_stream_rpc_method_handler
+    )
+    return make(
+        refuse,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
 
 
 def _header(metadata: tuple[tuple[str, str | bytes], ...] | None, name: str) -> str | None:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
-
-METRICS_LISTEN_ADDRESS = os.environ.get("METRICS_LISTEN_ADDRESS", "127.0.0.1")
 
 RPC_LATENCY = Histogram(
     "grpc_server_handling_seconds",
@@ -35,13 +32,13 @@ def observe_rpc(method: str, code: str, seconds: float) -> None:
     RPC_HANDLED.labels(method, code).inc()
 
 
-def serve(port: int) -> None:
-    """Exposes /metrics on 127.0.0.1:port; 0 turns it off."""
+def serve(port: int, addr: str) -> None:
+    """Exposes /metrics on addr:port; port 0 turns it off."""
     if not port:
         return
     try:
-        start_http_server(port, addr=METRICS_LISTEN_ADDRESS)
+        start_http_server(port, addr=addr)
     except OSError as exc:  # metrics are worth a warning, not an outage
         log.warning("no metrics: cannot listen on port %d: %s", port, exc)
         return
-    log.info("metrics on http://%s:%d/metrics", METRICS_LISTEN_ADDRESS, port)
+    log.info("metrics on http://%s:%d/metrics", addr, port)

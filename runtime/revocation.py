@@ -19,10 +19,9 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
-import grpc
 from redis.exceptions import RedisError
 
-from runtime.errors import ServiceError
+from runtime.errors import Unavailable
 from runtime.redis_client import redis_client
 from runtime.tasks import periodically
 
@@ -49,8 +48,7 @@ class RevocationBook:
                 pipe.zremrangebyscore(KEY, "-inf", now - KEEP_SECONDS)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
-            raise ServiceError(
-                grpc.StatusCode.UNAVAILABLE,
+            raise Unavailable(
                 "SESSION_STORE_UNAVAILABLE",
                 "sessions cannot be revoked right now; retry",
             ) from exc

@@ -23,7 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from runtime import metrics
-from runtime.config import Settings, grpc_target
+from runtime.config import Settings
 from runtime.identity import KeyLookup, RemoteJwks, TokenVerifier
 from runtime.interceptor import ServiceInterceptor, access_rules
 from runtime.revocation import Revocations
@@ -73,7 +73,7 @@ class GrpcService:
         identity = TlsFiles.for_workload(self.settings.service)
         revocations = Revocations(self.settings.redis_url)
         verifier = TokenVerifier(
-            self.token_keys or RemoteJwks(grpc_target("auth"), identity).key_for,
+            self.token_keys or RemoteJwks(self.settings.auth_target, identity).key_for,
             self.settings.jwt_issuer,
             self.settings.jwt_audience,
             revocations.not_before,
@@ -102,7 +102,7 @@ class GrpcService:
         # Mutual TLS only (DESIGN §13): no plaintext port, not even on loopback.
         if server.add_secure_port(self.settings.listen_addr, identity.server_credentials()) == 0:
             raise RuntimeError(f"cannot listen on {self.settings.listen_addr}")
-        metrics.serve(self.settings.metrics_port)
+        metrics.serve(self.settings.metrics_port, self.settings.metrics_addr)
 
         async with contextlib.AsyncExitStack() as workers:
             for worker in [revocations.watching(), *self.workers]:

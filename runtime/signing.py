@@ -23,16 +23,13 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from jwt.algorithms import ECAlgorithm
 
 from runtime.identity import ALGORITHM
 
 log = logging.getLogger(__name__)
 
 RELOAD_CHECK_SECONDS = 5.0
-
-
-def _b64url(number: int) -> str:
-    return base64.urlsafe_b64encode(number.to_bytes(32, "big")).decode().rstrip("=")
 
 
 @dataclass(frozen=True)
@@ -45,31 +42,22 @@ class SigningKey:
         return self.private_key.public_key()
 
     def jwk(self) -> dict[str, str]:
-        numbers = self.public_key.public_numbers()
-        return {
-            "kty": "EC",
-            "crv": "P-256",
-            "x": _b64url(numbers.x),
-            "y": _b64url(numbers.y),
-            "kid": self.kid,
-            "alg": ALGORITHM,
-            "use": "sig",
-        }
+        return {**_public_jwk(self.public_key), "kid": self.kid, "alg": ALGORITHM, "use": "sig"}
 
     @classmethod
     def from_pem(cls, pem: bytes) -> SigningKey:
         key = serialization.load_pem_private_key(pem, password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":
             raise ValueError("signing keys must be EC P-256")
-        numbers = key.public_key().public_numbers()
         # RFC 7638: the thumbprint of the required members in lexicographic order.
-        canonical = json.dumps(
-            {"crv": "P-256", "kty": "EC", "x": _b64url(numbers.x), "y": _b64url(numbers.y)},
-            separators=(",", ":"),
-            sort_keys=True,
-        )
+        canonical = json.dumps(_public_jwk(key.public_key()), separators=(",", ":"), sort_keys=True)
         kid = base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest())
         return cls(kid.decode().rstrip("="), key)
+
+
+def _public_jwk(key: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    """{kty, crv, x, y}: the members an EC public key's JWK requires."""
+    return ECAlgorithm.to_jwk(key, as_dict=True)
 
 
 def generate_key(keys_dir: Path) -> Path:
@@ -80,7 +68,11 @@ def generate_key(keys_dir: Path) -> Path:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    path = keys_dir / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.urandom(3).hex()}.pem"
+    # Named by the time to the nanosecond, so the names sort in the order the
+    # keys were made (the last signs), however quickly one follows another.
+    now = time.time_ns()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now // 10**9))
+    path = keys_dir / f"{stamp}.{now % 10**9:09d}-{os.urandom(3).hex()}.pem"
     path.write_bytes(pem)
     path.chmod(0o600)
     log.info("generated signing key %s", path.name)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -18,7 +17,14 @@ from runtime.signing import generate_key
 from scripts.mesh import Mesh, free_port
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.e2e.test_auth_http import assert_error
-from tests.support import Edge, create_event_grpc, login, register_and_login, unique_email
+from tests.support import (
+    Edge,
+    create_event_grpc,
+    login,
+    register_and_login,
+    unique_email,
+    wait_for,
+)
 from ticketing.auth.v1 import auth_pb2
 from ticketing.event.v1 import event_pb2, event_pb2_grpc
 
@@ -177,16 +183,15 @@ def test_a_new_signing_key_is_picked_up_and_old_tokens_keep_working(
 ) -> None:
     before = login(edge, ADMIN_EMAIL, ADMIN_PASSWORD)
     old_kid = json.loads(_jwt_part(before, 0))["kid"]
-    time.sleep(1.1)  # key files are named by the second
     generate_key(keys_dir)
 
     def new_token() -> str | None:
         token = login(edge, ADMIN_EMAIL, ADMIN_PASSWORD)
         return token if json.loads(_jwt_part(token, 0))["kid"] != old_kid else None
 
-    after = _wait(new_token, "auth to sign with the new key")
+    after = wait_for(new_token, "auth to sign with the new key")
     # Envoy and every service learn the new key from the JWKS...
-    assert _wait(
+    assert wait_for(
         lambda: edge.get("/v1/users/me", token=after).status == 200,
         "the edge to accept the new key",
     )
@@ -199,16 +204,6 @@ def test_a_new_signing_key_is_picked_up_and_old_tokens_keep_working(
 def _jwt_part(token: str, index: int) -> str:
     part = token.split(".")[index]
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode()
-
-
-def _wait(check, what: str, timeout: float = 20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_every_service_exports_prometheus_metrics(edge: Edge, mesh: Mesh) -> None:
@@ -228,7 +223,7 @@ def test_every_service_exports_prometheus_metrics(edge: Edge, mesh: Mesh) -> Non
     assert "outbox_backlog" in scrape("auth") and "outbox_backlog" in scrape("booking")
     assert "booking_outcomes_total" in scrape("booking")
     assert "seat_holds_active" in scrape("event")
-    assert _wait(
+    assert wait_for(
         lambda: 'outcome="handled",queue="notification"' in scrape("notification"),
         "the welcome message to be counted",
     )

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.e2e.test_auth_http import assert_error
-from tests.support import Edge, event_body, login, register_and_login
+from tests.support import Edge, event_body, login, register_and_login, wait_for
 from ticketing.event.v1 import event_pb2, event_pb2_grpc
 
 
@@ -75,7 +75,11 @@ def test_bad_events_are_400_with_violations(edge: Edge, organizer: str) -> None:
 def test_list_events_pages_and_hides_started_events(edge: Edge, organizer: str) -> None:
     soon = create(edge, organizer, title="Starts at once", starts_in=timedelta(seconds=2))
     later = [create(edge, organizer, title=f"Later {i}") for i in range(3)]
-    time.sleep(2.5)
+    wait_for(
+        lambda: datetime.now(UTC) > datetime.fromisoformat(soon["starts_at"]),
+        "the first event to start",
+        timeout=10,
+    )
     seen, token = [], ""
     while True:
         page = edge.get(f"/v1/events?page_size=2&page_token={token}")

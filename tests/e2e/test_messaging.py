@@ -5,9 +5,8 @@ broker, the mail server and the notification process failing on the way."""
 from __future__ import annotations
 
 import io
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -26,19 +25,22 @@ from scripts.mail_sink import MailSink
 from scripts.mesh import Mesh, free_port
 from tests.e2e.test_auth_http import assert_error
 from tests.faultproxy import FaultProxy
-from tests.support import Edge, bearer, book, card, event_body, mint_token, register_and_login
+from tests.support import (
+    Edge,
+    bearer,
+    book,
+    card,
+    event_body,
+    mint_token,
+    register_and_login,
+    wait_for,
+)
 from ticketing.booking.v1 import booking_pb2, booking_pb2_grpc, messages_pb2
+from ticketing.common.v1 import money_pb2
+from ticketing.event.v1 import event_pb2
 from ticketing.payment.v1 import payment_pb2
 
-
-def wait_for(check: Callable[[], object], what: str, timeout: float = 30) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+USD_1 = money_pb2.Money(currency_code="USD", amount_minor=100)
 
 
 def emails_about(
@@ -51,9 +53,49 @@ def emails_about(
     ]
 
 
-def settle(seconds: float = 2.0) -> None:
-    """Gives duplicates, if any were coming, time to arrive."""
-    time.sleep(seconds)
+def drained(mesh: Mesh, sink: MailSink) -> None:
+    """Returns once everything published so far has been handled by both
+    subscribers, so a duplicate, if one were coming, has arrived: the booking
+    outbox is empty, and a sentinel message published after it all has reached
+    the end of both queues (its email sent, its sale counted)."""
+    with psycopg.connect(libpq_url(mesh.env["BOOKING_DATABASE_URL"])) as conn:
+        wait_for(
+            lambda: (
+                conn.execute("SELECT count(*) FROM outbox WHERE sent_time IS NULL").fetchone()
+                == (0,)
+            ),
+            "the booking outbox to be published",
+        )
+    sentinel = messages_pb2.BookingConfirmed(
+        booking=booking_pb2.Booking(
+            booking_id=str(uuid.uuid4()),
+            user_id=str(uuid.uuid4()),
+            event_id=str(uuid.uuid4()),
+            seats=[booking_pb2.BookedSeat(seat_id="standard-1-1", tier=1, price=USD_1)],
+            total=USD_1,
+            state=booking_pb2.BOOKING_STATE_CONFIRMED,
+        ),
+        user_email=f"sentinel-{uuid.uuid4().hex[:8]}@example.com",
+        event=event_pb2.EventSummary(title="Sentinel", venue="Nowhere"),
+    )
+    publish(
+        mesh,
+        "booking.confirmed",
+        sentinel.SerializeToString(),
+        "ticketing.booking.v1.BookingConfirmed",
+        str(uuid.uuid4()),
+    )
+    wait_for(
+        lambda: any(m["To"] == sentinel.user_email for m in sink.messages),
+        "the sentinel's email",
+    )
+    with psycopg.connect(libpq_url(mesh.env["EVENT_DATABASE_URL"])) as conn:
+        wait_for(
+            lambda: conn.execute(
+                "SELECT 1 FROM sales WHERE event_id = %s", (sentinel.booking.event_id,)
+            ).fetchone(),
+            "the sentinel's sale in the report",
+        )
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +172,7 @@ def test_a_confirmation_reaches_both_subscribers_once(
 
     # The same message delivered again (at-least-once) is acted on once by both.
     republish_outbox_message(mesh, booking_id)
-    settle()
+    drained(mesh, mail_sink)
     assert len(emails_about(mail_sink, booking_id)) == 1
     again = edge.get(f"/v1/events/{event['event_id']}/sales", token=organizer).body
     assert again["tickets_sold"] == 3 and again["gross"]["amount_minor"] == "25000"
@@ -250,7 +292,7 @@ def dead_letters(mesh: Mesh, queue: str) -> list[str]:
 
 
 def test_a_burst_is_counted_once_per_message_with_its_poison_dead_lettered(
-    edge: Edge, event: dict, mesh: Mesh, organizer: str
+    edge: Edge, event: dict, mesh: Mesh, organizer: str, mail_sink: MailSink
 ) -> None:
     buyer = register_and_login(edge, "burst")
     booking = book(edge, buyer.access_token, event["event_id"], ["vip-2-2", "standard-4-5"]).body
@@ -270,7 +312,7 @@ def test_a_burst_is_counted_once_per_message_with_its_poison_dead_lettered(
         lambda: (r := edge.get(sales, token=organizer).body).get("tickets_sold") == 22 and r,
         "the burst counted",
     )
-    settle()
+    drained(mesh, mail_sink)
     assert edge.get(sales, token=organizer).body == report
     assert report["gross"]["amount_minor"] == str(11 * 20000)
 
@@ -323,7 +365,14 @@ def test_mail_server_outage_delays_but_loses_nothing(
     finally:
         mail_sink.start()
     wait_for(lambda: emails_about(mail_sink, booking["booking_id"]), "the delayed email", 60)
-    settle()
+    # Marked sent, so no later attempt can send it again.
+    wait_for(
+        lambda: all(
+            n["state"] == "NOTIFICATION_STATE_SENT"
+            for n in edge.get("/v1/notifications", token=buyer.access_token).body["notifications"]
+        ),
+        "the email marked sent",
+    )
     assert len(emails_about(mail_sink, booking["booking_id"])) == 1
 
 
@@ -375,11 +424,16 @@ def test_confirmations_survive_a_broker_outage(
             assert booking.state == booking_pb2.BOOKING_STATE_CONFIRMED
             booking_ids.append(booking.booking_id)
     assert len(booking_ids) == 20
-    settle(1.0)
-    assert not any(emails_about(mail_sink, b) for b in booking_ids)  # held in the outbox
+    with psycopg.connect(libpq_url(mesh.env["BOOKING_DATABASE_URL"])) as conn:
+        [(held,)] = conn.execute(
+            "SELECT count(*) FROM outbox WHERE sent_time IS NULL AND routing_key = %s",
+            ("booking.confirmed",),
+        ).fetchall()
+    assert held >= 20, "the confirmations wait in the outbox"
+    assert not any(emails_about(mail_sink, b) for b in booking_ids)
     proxy.restore()
     wait_for(lambda: all(emails_about(mail_sink, b) for b in booking_ids), "all 20 emails", 60)
-    settle()
+    drained(mesh, mail_sink)
     assert [len(emails_about(mail_sink, b)) for b in booking_ids] == [1] * 20
 
 
@@ -405,5 +459,5 @@ def test_a_crash_between_recording_and_ack_sends_once(
         mesh.stop("notification-crashing")
         mesh.start_service("notification")
     wait_for(lambda: emails_about(mail_sink, booking["booking_id"]), "the email after restart")
-    settle()
+    drained(mesh, mail_sink)
     assert len(emails_about(mail_sink, booking["booking_id"])) == 1

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,10 +13,10 @@ import pika
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from runtime.errors import error_details
+from runtime.status import error_details
 from scripts.mesh import PYTHON, REPO, Mesh, free_port
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
-from tests.support import bearer, fails, unique_email
+from tests.support import bearer, fails, unique_email, wait_for
 from ticketing.auth.v1 import auth_pb2, auth_pb2_grpc, messages_pb2
 
 
@@ -276,13 +275,30 @@ def test_failed_logins_slow_down_per_account_on_the_grpc_port(
     # Another account is not affected.
     other = register(auth)
     auth.Login(auth_pb2.LoginRequest(email=other.email, password="s3cret-pass"))
+
     # Once the wait is over, a success clears the count: one more failure is
-    # just a failure again, not a longer wait.
-    time.sleep(1.1)
-    auth.Login(auth_pb2.LoginRequest(email=user.email, password="s3cret-pass"))
+    # just a failure again, not a longer wait. (An attempt refused for waiting
+    # is not a failure, so asking meanwhile changes nothing.)
+    def logged_in() -> bool:
+        try:
+            auth.Login(auth_pb2.LoginRequest(email=user.email, password="s3cret-pass"))
+            return True
+        except grpc.RpcError as error:
+            assert error_details(error).reason == "TOO_MANY_ATTEMPTS"
+            return False
+
+    wait_for(logged_in, "the one-second wait to be over", timeout=5)
     assert login_error(auth, user.email, "not-the-password").reason == "INVALID_CREDENTIALS"
-    # The stranger's next failure doubles the wait.
-    assert login_error(auth, stranger, "not-the-password").reason == "INVALID_CREDENTIALS"
+    # The stranger's next failure, once its own wait is over, doubles the wait.
+    first_checked = wait_for(
+        lambda: (
+            (r := login_error(auth, stranger, "not-the-password").reason) != "TOO_MANY_ATTEMPTS"
+            and r
+        ),
+        "the stranger's wait to be over",
+        timeout=5,
+    )
+    assert first_checked == "INVALID_CREDENTIALS"
     assert login_error(auth, stranger, "not-the-password").metadata == {"retry_after_seconds": "2"}
 
 

@@ -1,7 +1,9 @@
-"""The booking saga when things break: a payment answer lost on the wire, the
-payment service unreachable or killed, the booking service killed mid-saga.
-Whatever happens, once the sweep has run: no seat held, no money without a
-ticket, no ticket without money.
+"""The booking saga when things break, end to end: a payment answer lost on
+the wire, the payment service unreachable or killed, the booking service
+killed mid-saga or stopped with SIGTERM while it works. Whatever happens, once
+the sweep has run: no seat held, no money without a ticket, no ticket without
+money. (Every branch of the saga is also tested in-process, on fakes, in
+tests/unit/test_booking_saga.py; these are the smoke tests over real processes.)
 
 A booking instance with a 3-second hold TTL and a fast sweep talks to its own
 payment instance through a fault proxy; everything else is the test mesh.
@@ -9,8 +11,8 @@ payment instance through a fault proxy; everything else is the test mesh.
 
 from __future__ import annotations
 
+import os
 import signal
-import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,14 +20,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import jwt
+import psycopg
 import pytest
+import redis
 from google.protobuf import json_format
 
-from runtime.errors import error_details
+from booking.domain import booking_id_for
+from runtime.db import libpq_url
+from runtime.healthcheck import serving
+from runtime.status import error_details
 from scripts.mesh import Mesh, free_port
 from tests.audit import audit_event
 from tests.faultproxy import FaultProxy
-from tests.support import bearer, card, create_event_grpc, mint_token
+from tests.support import bearer, card, create_event_grpc, mint_token, wait_for
 from ticketing.booking.v1 import booking_pb2, booking_pb2_grpc
 from ticketing.event.v1 import event_pb2_grpc
 from ticketing.payment.v1 import payment_pb2
@@ -78,6 +86,8 @@ def rig(mesh: Mesh) -> Iterator[Rig]:
         "SWEEP_GRACE_SECONDS": "0.5",
         "SWEEP_INTERVAL_SECONDS": "0.5",
         "DOWNSTREAM_TIMEOUT_SECONDS": "1",
+        # Long enough to finish a booking whose charge was held up (the drain test).
+        "SHUTDOWN_GRACE_SECONDS": "10",
     }
     mesh.start_service("booking", name="booking-faulty", env=booking_env)
     try:
@@ -131,17 +141,32 @@ def create_booking(
 
 def settled_state(mesh: Mesh, token: str, booking_id: str, timeout: float = 30) -> str:
     """Waits for the sweep to move a booking out of PENDING."""
-    deadline = time.monotonic() + timeout
     with mesh.channel("booking") as channel:
         stub = booking_pb2_grpc.BookingServiceStub(channel)
-        while time.monotonic() < deadline:
+
+        def state() -> str | None:
             booking = stub.GetBooking(
                 booking_pb2.GetBookingRequest(booking_id=booking_id), metadata=bearer(token)
             )
-            if booking.state != booking_pb2.BOOKING_STATE_PENDING:
-                return booking_pb2.BookingState.Name(booking.state)
-            time.sleep(0.3)
-    raise AssertionError(f"booking {booking_id} still PENDING after {timeout}s")
+            if booking.state == booking_pb2.BOOKING_STATE_PENDING:
+                return None
+            return booking_pb2.BookingState.Name(booking.state)
+
+        return wait_for(state, f"booking {booking_id} to leave PENDING", timeout, every=0.3)
+
+
+def hold_lapsed(mesh: Mesh, event_id: str, seat: str) -> bool:
+    with redis.Redis.from_url(mesh.env["REDIS_URL"]) as store:
+        return store.get(f"ev:{{{event_id}}}:hold:{seat}") is None
+
+
+def charged(mesh: Mesh, token: str, request_id: str) -> bool:
+    """Whether the payment service took the money for this buyer's request."""
+    user_id = jwt.decode(token, options={"verify_signature": False})["sub"]
+    key = str(booking_id_for(user_id, request_id))
+    with psycopg.connect(libpq_url(mesh.env["PAYMENT_DATABASE_URL"])) as conn:
+        found = conn.execute("SELECT 1 FROM payments WHERE idempotency_key = %s", (key,))
+        return found.fetchone() is not None
 
 
 def assert_clean(mesh: Mesh, event_id: str) -> None:
@@ -183,7 +208,11 @@ def test_money_taken_for_seats_sold_meanwhile_is_refunded(
         assert code is grpc.StatusCode.UNAVAILABLE
         # While the outcome is unknown the hold lapses and someone else buys the seat
         # through the healthy booking instance.
-        time.sleep(HOLD_TTL_SECONDS + 0.2)
+        wait_for(
+            lambda: hold_lapsed(rig.mesh, event_id, "vip-2-1"),
+            "the hold to lapse",
+            timeout=HOLD_TTL_SECONDS + 5,
+        )
         rival = mint_token(keys_dir, email="rival@example.com")
         assert (
             create_booking(
@@ -238,7 +267,8 @@ def test_payment_and_booking_killed_mid_saga(
             ["standard-2-1", "vip-1-5"],
             request_id,
         )
-        time.sleep(0.5)  # the charge is through, its answer lost on the way back
+        # The charge is through, its answer lost on the way back.
+        wait_for(lambda: charged(rig.mesh, buyer, request_id), "the charge to be made")
         rig.mesh.stop("payment-faulty", signal.SIGKILL)
         rig.mesh.stop("booking-faulty", signal.SIGKILL)
         assert pending.result()[0] is not grpc.StatusCode.OK
@@ -262,3 +292,57 @@ def test_payment_and_booking_killed_mid_saga(
     }, (code, state)
     assert list(audit_event(rig.mesh, event_id).payments) == [booking_id]
     assert_clean(rig.mesh, event_id)
+
+
+def test_sigterm_drains_a_booking_in_flight(
+    rig: Rig, event_id: str, buyer: str, warm_up_event: str
+) -> None:
+    """SIGTERM stops new calls at once, and the booking already being paid for
+    finishes (CONFIRMED, its answer delivered) before the process exits."""
+    rig.drop_payment_replies(warm_up_event, buyer)  # the connection to payment is made
+    rig.proxy.blackhole()  # the charge hangs on it
+    request_id = str(uuid.uuid4())
+    process = rig.mesh.processes["booking-faulty"]
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(
+                create_booking,
+                rig.mesh,
+                rig.booking_addr,
+                buyer,
+                event_id,
+                ["standard-3-1"],
+                request_id,
+            )
+            wait_for(
+                lambda: pending_booking(rig.mesh, buyer, request_id), "the booking to be paying"
+            )
+            os.killpg(process.pid, signal.SIGTERM)
+            wait_for(
+                lambda: not serving(rig.booking_addr, identity=rig.mesh.identity()),
+                "booking to stop taking calls",
+                timeout=5,
+            )
+            assert process.poll() is None, "exited with a booking in flight"
+            rig.proxy.restore()  # the next charge attempt goes through
+            assert in_flight.result(timeout=20)[:2] == (
+                grpc.StatusCode.OK,
+                "BOOKING_STATE_CONFIRMED",
+            )
+        wait_for(lambda: process.poll() is not None, "booking to exit once drained", timeout=15)
+        assert process.returncode == 0
+    finally:
+        rig.proxy.restore()
+        rig.mesh.stop("booking-faulty")
+        rig.mesh.start_service("booking", name="booking-faulty", env=rig.booking_env)
+    assert_clean(rig.mesh, event_id)
+
+
+def pending_booking(mesh: Mesh, token: str, request_id: str) -> bool:
+    user_id = jwt.decode(token, options={"verify_signature": False})["sub"]
+    with psycopg.connect(libpq_url(mesh.env["BOOKING_DATABASE_URL"])) as conn:
+        found = conn.execute(
+            "SELECT 1 FROM bookings WHERE booking_id = %s AND state = 1",
+            (booking_id_for(user_id, request_id),),
+        )
+        return found.fetchone() is not None

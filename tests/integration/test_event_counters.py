@@ -64,6 +64,8 @@ async def run_scenario(mesh: Mesh, operations: list[tuple[str, int, list[str]]])
         event_id = str(view.info.event_id)
         owners = [str(uuid.uuid4()) for _ in range(4)]
         holds: dict[str, tuple[list[str], int]] = {}
+        # What must be sold after the operations that succeeded: seat -> buyer.
+        expected: dict[str, str] = {}
         for kind, who, seats in operations:
             owner = owners[who]
             try:
@@ -73,18 +75,31 @@ async def run_scenario(mesh: Mesh, operations: list[tuple[str, int, list[str]]])
                 elif kind == "confirm" and owner in holds:
                     wanted, fence = holds[owner]
                     await harness.events.confirm(event_id, wanted, owner, fence, owner)
+                    expected |= dict.fromkeys(wanted, owner)
                 elif kind == "release":
                     await harness.events.release(event_id, seats, owner)
                 elif kind == "return":
                     await harness.events.return_seats(event_id, owner)
+                    expected = {s: b for s, b in expected.items() if b != owner}
             except ServiceError:
                 pass  # refusals are expected; the invariants below must hold regardless
-        await check_invariants(harness, event_id)
+        # Whatever happened, once the holds are let go an unsold seat sells:
+        # every example proves a sale, not only that nothing broke.
+        for owner in owners:
+            await harness.events.release(event_id, SEATS, owner)
+        free = [s for s in SEATS if s not in expected]
+        if free:
+            last = str(uuid.uuid4())
+            held = await harness.events.lock(event_id, free[:1], last, 0)
+            await harness.events.confirm(event_id, free[:1], last, held.hold.fencing_token, last)
+            expected[free[0]] = last
+        assert expected, "no example may end without a sale"
+        await check_invariants(harness, event_id, expected)
     finally:
         await harness.close()
 
 
-async def check_invariants(harness: Harness, event_id: str) -> None:
+async def check_invariants(harness: Harness, event_id: str, expected: dict[str, str]) -> None:
     view = await harness.events.get_event(event_id)
     async with harness.engine.connect() as conn:
         recount = dict(
@@ -126,6 +141,7 @@ async def check_invariants(harness: Harness, event_id: str) -> None:
     ]
     held = await harness.holds.held_among(event_id, all_seats)
     assert not held & sold_seats, "a seat is both sold and held"
+    assert {s.seat_id for s in sold_seats} == set(expected), "sold is not what was confirmed"
     for tier in view.tiers:
         key = tier.plan.tier.value
         assert tier.sold == recount.get(key, 0) == ledger.get(key, 0)

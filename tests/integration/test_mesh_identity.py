@@ -16,8 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from runtime import certs, tls
 from runtime.contracts import PROTO_SERVICES
-from runtime.errors import error_details
 from runtime.interceptor import access_rules
+from runtime.status import error_details
 from scripts.mesh import Mesh
 from tests.conftest import REPLICAS
 from tests.support import Edge, book, event_body, fails, mint_token

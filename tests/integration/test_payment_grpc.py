@@ -14,7 +14,7 @@ import pytest
 from google.protobuf import json_format
 
 from runtime.db import libpq_url
-from runtime.errors import error_details
+from runtime.status import error_details
 from scripts.mesh import Mesh
 from tests.support import VISA_DECLINED, VISA_NO_FUNDS, VISA_OK, bearer, card, fails, mint_token
 from ticketing.common.v1 import money_pb2

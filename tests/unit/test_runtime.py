@@ -1,15 +1,20 @@
-"""Shared runtime pieces that need no server: errors, pagination, access rules."""
+"""Shared runtime pieces that need no server: errors, pagination, access rules,
+the interceptor, settings."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import grpc
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
+from google.rpc import status_pb2
 
-from runtime import pagination
-from runtime.errors import STATUS_DETAILS_KEY, FieldViolation, ServiceError, error_details
-from runtime.interceptor import AccessRule, access_rules
+from runtime import errors, pagination, status
+from runtime.errors import Conflict, FieldViolation, Invalid, ServiceError
+from runtime.interceptor import AccessRule, ServiceInterceptor, access_rules
+from runtime.status import STATUS_DETAILS_KEY, error_details
 from runtime.tls import WORKLOADS
 from ticketing.auth.v1 import auth_pb2
 from ticketing.common.v1 import access_pb2
@@ -21,18 +26,17 @@ class FakeRpcError(grpc.RpcError):
         self._error = error
 
     def code(self) -> grpc.StatusCode:
-        return self._error.code
+        return status.grpc_code(self._error)
 
     def details(self) -> str:
         return self._error.message
 
     def trailing_metadata(self) -> tuple:
-        return ((STATUS_DETAILS_KEY, self._error.to_status().SerializeToString()),)
+        return status.trailing_metadata(self._error)
 
 
 def test_rich_status_round_trips() -> None:
-    error = ServiceError(
-        grpc.StatusCode.ABORTED,
+    error = Conflict(
         "SEAT_UNAVAILABLE",
         "taken",
         {"seat_ids": "vip-1-1"},
@@ -43,6 +47,9 @@ def test_rich_status_round_trips() -> None:
     assert decoded.reason == "SEAT_UNAVAILABLE"
     assert decoded.metadata == {"seat_ids": "vip-1-1"}
     assert decoded.violations == (FieldViolation("seat_ids[0]", "taken"),)
+    # A gateway passes it on as the kind it was.
+    again = status.service_error(FakeRpcError(error))
+    assert type(again) is Conflict and again == error
 
 
 def test_page_tokens_round_trip_and_garbage_is_invalid_argument() -> None:
@@ -50,9 +57,8 @@ def test_page_tokens_round_trip_and_garbage_is_invalid_argument() -> None:
     assert pagination.decode_token(pagination.encode_token(cursor)) == cursor
     assert pagination.decode_token("") == {}
     for garbage in ("%%%", "bm90IGpzb24", pagination.encode_token([1])):  # type: ignore[arg-type]
-        with pytest.raises(ServiceError) as caught:
+        with pytest.raises(Invalid):
             pagination.decode_token(garbage)
-        assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_page_size_defaults_and_caps() -> None:
@@ -111,3 +117,110 @@ def test_a_server_refuses_an_rpc_that_names_no_callers() -> None:
         access_rules([service_declaring(access_pb2.ACCESS_INTERNAL, [])])
     with pytest.raises(RuntimeError, match="declares no access rule"):
         access_rules([service_declaring(access_pb2.ACCESS_UNSPECIFIED, ["edge"])])
+
+
+def test_every_error_kind_has_one_grpc_code() -> None:
+    kinds = [k for k in vars(errors).values() if isinstance(k, type) and k.__base__ is ServiceError]
+    assert sorted(k.__name__ for k in kinds) == sorted(k.__name__ for k in status.GRPC_CODES)
+    assert len(set(status.GRPC_CODES.values())) == len(status.GRPC_CODES)
+    with pytest.raises(TypeError, match="raise a kind"):
+        ServiceError("REASON", "a bare ServiceError says nothing of its kind")
+
+
+def test_driver_failures_are_unavailable_and_everything_else_a_bug() -> None:
+    import psycopg
+    import psycopg_pool
+    import redis.exceptions
+    import sqlalchemy.exc
+
+    for exc in (
+        psycopg.OperationalError("connection refused"),
+        psycopg_pool.PoolTimeout("no connection in time"),
+        sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("gone")),
+    ):
+        found = status.for_exception(exc)
+        assert found is status.DATABASE_UNAVAILABLE
+        assert status.grpc_code(found) is grpc.StatusCode.UNAVAILABLE
+    assert status.for_exception(redis.exceptions.ConnectionError()) is status.STORE_UNAVAILABLE
+    assert status.for_exception(KeyError("a bug")) is None
+    refusal = Conflict("SEAT_UNAVAILABLE", "taken")
+    assert status.for_exception(refusal) is refusal
+
+
+def test_deadline_exceeded_reaches_a_gateway_as_unavailable() -> None:
+    class Late(grpc.RpcError):
+        def code(self) -> grpc.StatusCode:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+
+        def details(self) -> str:
+            return "Deadline Exceeded"
+
+        def trailing_metadata(self) -> tuple:
+            return ()
+
+    late = status.service_error(Late())
+    assert isinstance(late, errors.Unavailable) and late.reason == "DEADLINE_EXCEEDED"
+
+
+class AbortingContext:
+    """Just enough of grpc.aio.ServicerContext to see what a handler answers."""
+
+    def __init__(self) -> None:
+        self.aborted: tuple[grpc.StatusCode, str, tuple] | None = None
+
+    def invocation_metadata(self) -> tuple:
+        return ()
+
+    async def abort(self, code: grpc.StatusCode, message: str, trailing_metadata: tuple) -> None:
+        self.aborted = (code, message, trailing_metadata)
+        raise grpc.aio.AbortError()
+
+
+def test_a_streaming_rpc_is_refused_before_its_handler_runs() -> None:
+    import asyncio
+
+    reached: list[str] = []
+
+    async def stream(request_iterator, context):  # a handler that must never run
+        reached.append("handler")
+        yield b""
+
+    streaming = grpc.stream_stream_rpc_method_handler(stream)
+    rule = AccessRule(access_pb2.ACCESS_PUBLIC, frozenset({"developer"}))
+    interceptor = ServiceInterceptor({"/probe.Probe/Chat": rule}, verifier=None)  # type: ignore[arg-type]
+
+    async def call() -> AbortingContext:
+        async def continuation(details):
+            return streaming
+
+        handler = await interceptor.intercept_service(continuation, _details("/probe.Probe/Chat"))
+        assert handler.request_streaming and handler.response_streaming
+        context = AbortingContext()
+        with pytest.raises(grpc.aio.AbortError):
+            await handler.stream_stream(iter(()), context)
+        return context
+
+    context = asyncio.run(call())
+    assert reached == []
+    assert context.aborted is not None
+    code, _, trailing = context.aborted
+    assert code is grpc.StatusCode.UNIMPLEMENTED
+    decoded = status_pb2.Status.FromString(dict(trailing)[STATUS_DETAILS_KEY])
+    assert decoded.code == grpc.StatusCode.UNIMPLEMENTED.value[0]
+    # A method without a rule of ours (health, reflection) is left as it is.
+    untouched = asyncio.run(
+        interceptor.intercept_service(
+            lambda details: _ready(streaming), _details("/grpc.health.v1.Health/Watch")
+        )
+    )
+    assert untouched is streaming
+
+
+async def _ready(value):
+    return value
+
+
+@dataclass(frozen=True)
+class _details:
+    method: str
+    invocation_metadata: tuple = ()

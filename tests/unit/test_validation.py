@@ -6,11 +6,10 @@ import base64
 import json
 import uuid
 
-import grpc
 import pytest
 
 from runtime import pagination, validation
-from runtime.errors import ServiceError
+from runtime.errors import Invalid, ServiceError
 from ticketing.auth.v1 import auth_pb2
 from ticketing.booking.v1 import booking_pb2
 from ticketing.event.v1 import event_pb2
@@ -19,7 +18,7 @@ from ticketing.event.v1 import event_pb2
 def refusal(request: object, metadata: tuple = ()) -> ServiceError:
     with pytest.raises(ServiceError) as caught:
         validation.check_request(request, metadata)
-    assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert isinstance(caught.value, Invalid)
     return caught.value
 
 

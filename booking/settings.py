@@ -1,0 +1,30 @@
+"""The booking service's settings, read and checked once at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runtime.config import Env, Settings, common, grpc_target, hold_ttl_seconds, retry_policy
+from runtime.retry import RetryPolicy
+
+
+@dataclass(frozen=True)
+class BookingSettings(Settings):
+    event_target: str
+    payment_target: str
+    hold_ttl_seconds: int  # as the event service's: the sweep waits for holds to lapse
+    retry: RetryPolicy  # Envoy's timeouts for the saga's routes derive from the same
+    sweep_grace_seconds: float
+    sweep_interval_seconds: float
+
+    @classmethod
+    def read(cls, service: str, env: Env) -> BookingSettings:
+        return cls(
+            **common(service, env),
+            event_target=grpc_target("event", env),
+            payment_target=grpc_target("payment", env),
+            hold_ttl_seconds=hold_ttl_seconds(env),
+            retry=retry_policy(env),
+            sweep_grace_seconds=env.number("SWEEP_GRACE_SECONDS", 30.0, minimum=0),
+            sweep_interval_seconds=env.number("SWEEP_INTERVAL_SECONDS", 15.0, above=0),
+        )

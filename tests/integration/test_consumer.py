@@ -1,0 +1,86 @@
+"""The subscriber's runtime against the real RabbitMQ: a batch that fails waits
+out its backoff on a timer while the consumer goes on with the next messages."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pika
+
+from runtime.broker import EXCHANGE
+from runtime.consumer import Consumer, Delivery, PoisonMessage
+from scripts.mesh import Mesh
+
+BACKOFF_SECONDS = 60.0  # far longer than the test may take: a blocked consumer fails it
+
+
+def publish(amqp_url: str, routing_key: str, message_id: str) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        connection.channel().basic_publish(
+            EXCHANGE,
+            routing_key,
+            b"",
+            pika.BasicProperties(message_id=message_id, type="test.Probe"),
+            mandatory=True,
+        )
+    finally:
+        connection.close()
+
+
+def test_a_failing_batch_backs_off_without_holding_up_the_next(mesh: Mesh) -> None:
+    amqp_url = mesh.env["AMQP_URL"]
+    queue = f"test.backoff.{uuid.uuid4().hex[:8]}"
+    attempts: list[tuple[str, int]] = []
+
+    async def scenario() -> None:
+        first_failed = asyncio.Event()
+        second_handled = asyncio.Event()
+
+        async def handle(deliveries: list[Delivery]) -> dict[str, PoisonMessage]:
+            for delivery in deliveries:
+                attempts.append((delivery.message_id, delivery.attempt))
+                if delivery.message_id == "first":
+                    first_failed.set()
+                    raise RuntimeError("the database is away, say")
+                second_handled.set()
+            return {}
+
+        consumer = Consumer(amqp_url, queue, [queue], handle, retry_delay=lambda _: BACKOFF_SECONDS)
+        async with consumer:
+            await asyncio.to_thread(_wait_for_queue, amqp_url, queue)
+            await asyncio.to_thread(publish, amqp_url, queue, "first")
+            await asyncio.wait_for(first_failed.wait(), 20)
+            await asyncio.to_thread(publish, amqp_url, queue, "second")
+            # Handled while the first still waits out its minute.
+            await asyncio.wait_for(second_handled.wait(), 20)
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        channel = connection.channel()
+        channel.queue_delete(queue)
+        channel.queue_delete(f"{queue}.dead")
+        connection.close()
+    assert attempts == [("first", 1), ("second", 1)]
+
+
+def _wait_for_queue(amqp_url: str, queue: str) -> None:
+    """Until the consumer has declared its queue (publishing earlier would be
+    unroutable)."""
+    import time
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        try:
+            connection.channel().queue_declare(queue, passive=True)
+            return
+        except pika.exceptions.ChannelClosedByBroker:
+            time.sleep(0.1)
+        finally:
+            if connection.is_open:
+                connection.close()
+    raise AssertionError(f"{queue} was never declared")
