@@ -61,8 +61,9 @@ def _notification(row: sa.Row) -> Notification:
     )
 
 
-class Outbox:
-    """Queries on one connection, inside the caller's transaction."""
+class EmailQueue:
+    """The emails to send and sent, one row per broker message. Queries on one
+    connection, inside the caller's transaction."""
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn

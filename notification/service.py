@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from notification import domain, emails
 from notification.domain import Notification, State
 from notification.mailer import Mailer
-from notification.repository import Outbox
+from notification.repository import EmailQueue
 from notification.tickets import TicketSigner
 from runtime import failpoints, pagination
 from runtime.consumer import Delivery
@@ -63,7 +63,7 @@ class NotificationUseCases:
             datetime.now().astimezone(),
         )
         async with self._engine.begin() as conn:
-            first = await Outbox(conn).record(draft)
+            first = await EmailQueue(conn).record(draft)
         if first:
             self._wake.set()
         else:
@@ -73,14 +73,14 @@ class NotificationUseCases:
     async def deliver_due(self) -> int:
         """Sends one batch of due emails; how many were attempted."""
         async with self._engine.begin() as conn:
-            due = await Outbox(conn).claim_due(SEND_BATCH, LEASE_SECONDS)
+            due = await EmailQueue(conn).claim_due(SEND_BATCH, LEASE_SECONDS)
         if not due:
             return 0
         # Rendering (PDFs) and SMTP are blocking work: keep them off the event loop.
         outcomes = await asyncio.to_thread(self._compose_and_send, due)
         async with self._engine.begin() as conn:
-            outbox = Outbox(conn)
-            await outbox.mark_sent(
+            emails = EmailQueue(conn)
+            await emails.mark_sent(
                 [n.notification_id for n, error in zip(due, outcomes, strict=True) if error is None]
             )
             for notification, error in zip(due, outcomes, strict=True):
@@ -91,7 +91,7 @@ class NotificationUseCases:
                         notification.attempts + 1,
                         error,
                     )
-                    await outbox.mark_failed_attempt(notification, error)
+                    await emails.mark_failed_attempt(notification, error)
         return len(due)
 
     def _compose_and_send(self, due: list[Notification]) -> list[str | None]:
@@ -125,5 +125,5 @@ class NotificationUseCases:
         limit = pagination.page_size(page_size)
         before = pagination.decode_keyset(page_token)
         async with self._engine.connect() as conn:
-            found = await Outbox(conn).page(uuid.UUID(who.user_id), limit + 1, before)
+            found = await EmailQueue(conn).page(uuid.UUID(who.user_id), limit + 1, before)
         return pagination.keyset_page(found, limit, lambda n: (n.create_time, n.notification_id))
