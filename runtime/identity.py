@@ -1,28 +1,23 @@
 """Who is calling: access-token verification and the caller of the current RPC.
 
 Every service verifies the bearer token itself (grpcurl users reach services
-without passing Envoy). Public keys come from the auth service's JWKS and are
-refetched when a token names a key id we have not seen, so key rotation needs
-no restart.
+without passing Envoy), with public keys looked up by key id (runtime.jwks
+fetches them from the auth service). Nothing here knows about gRPC: the
+domain and use cases read the caller from here.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import enum
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import jwt
-from google.protobuf import json_format
 
-from runtime import tls
 from runtime.errors import unauthenticated
 
 log = logging.getLogger(__name__)
@@ -130,46 +125,3 @@ def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | 
                 return token.strip()
             raise unauthenticated("authorization must be 'Bearer <token>'")
     return None
-
-
-class RemoteJwks:
-    """Public keys fetched from the auth service's GetJwks, cached by kid."""
-
-    REFETCH_INTERVAL = 5.0
-
-    def __init__(self, auth_addr: str, identity: tls.TlsFiles) -> None:
-        self._auth_addr = auth_addr
-        self._identity = identity
-        self._channel: grpc.aio.Channel | None = None
-        self._keys: dict[str, Any] = {}
-        self._fetched_at = float("-inf")
-        self._lock = asyncio.Lock()
-
-    async def key_for(self, kid: str) -> Any | None:
-        if kid in self._keys:
-            return self._keys[kid]
-        async with self._lock:
-            if (
-                kid not in self._keys
-                and time.monotonic() - self._fetched_at > self.REFETCH_INTERVAL
-            ):
-                await self._fetch()
-        return self._keys.get(kid)
-
-    async def _fetch(self) -> None:
-        # Imported here: the generated stubs depend on `make protos` having run.
-        from ticketing.auth.v1 import auth_pb2, auth_pb2_grpc
-
-        self._fetched_at = time.monotonic()
-        if self._channel is None:  # made in the server's event loop, kept for its life
-            self._channel = tls.aio_channel(self._auth_addr, "auth", self._identity)
-        try:
-            jwks = await auth_pb2_grpc.AuthServiceStub(self._channel).GetJwks(
-                auth_pb2.GetJwksRequest(), timeout=3
-            )
-        except grpc.RpcError as exc:
-            log.warning("could not fetch JWKS from %s: %s", self._auth_addr, exc)
-            return
-        for jwk in jwks.keys:
-            as_json = json.dumps(json_format.MessageToDict(jwk, preserving_proto_field_name=True))
-            self._keys[jwk.kid] = jwt.PyJWK.from_json(as_json).key

@@ -24,8 +24,9 @@ from grpc_reflection.v1alpha import reflection
 
 from runtime import metrics
 from runtime.config import Settings
-from runtime.identity import KeyLookup, RemoteJwks, TokenVerifier
+from runtime.identity import KeyLookup, TokenVerifier
 from runtime.interceptor import ServiceInterceptor, access_rules
+from runtime.jwks import RemoteJwks
 from runtime.revocation import Revocations
 from runtime.tls import TlsFiles
 
