@@ -157,9 +157,11 @@ def grpc_addr(service: str, env: Env | None = None) -> str:
     A comma-separated list names several replicas (EVENT_GRPC_ADDR=
     127.0.0.1:3003,127.0.0.1:3013); Envoy and the gRPC clients balance over them.
     """
-    return (env or Env()).address(
-        f"{service.upper()}_GRPC_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}"
-    )
+    reader = env or Env()
+    addr = reader.address(f"{service.upper()}_GRPC_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}")
+    if env is None:  # read on its own: a bad value fails here, not later
+        reader.check()
+    return addr
 
 
 def grpc_target(service: str, env: Env | None = None) -> str:
