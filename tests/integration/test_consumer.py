@@ -11,6 +11,7 @@ import pika
 from runtime.broker import EXCHANGE
 from runtime.consumer import Consumer, Delivery, PoisonMessage
 from scripts.mesh import Mesh
+from tests.support import wait_for
 
 BACKOFF_SECONDS = 60.0  # far longer than the test may take: a blocked consumer fails it
 
@@ -49,7 +50,9 @@ def test_a_failing_batch_backs_off_without_holding_up_the_next(mesh: Mesh) -> No
 
         consumer = Consumer(amqp_url, queue, [queue], handle, retry_delay=lambda _: BACKOFF_SECONDS)
         async with consumer:
-            await asyncio.to_thread(_wait_for_queue, amqp_url, queue)
+            await asyncio.to_thread(
+                wait_for, lambda: declared(amqp_url, queue), f"{queue} to be declared"
+            )
             await asyncio.to_thread(publish, amqp_url, queue, "first")
             await asyncio.wait_for(first_failed.wait(), 20)
             await asyncio.to_thread(publish, amqp_url, queue, "second")
@@ -67,20 +70,15 @@ def test_a_failing_batch_backs_off_without_holding_up_the_next(mesh: Mesh) -> No
     assert attempts == [("first", 1), ("second", 1)]
 
 
-def _wait_for_queue(amqp_url: str, queue: str) -> None:
-    """Until the consumer has declared its queue (publishing earlier would be
+def declared(amqp_url: str, queue: str) -> bool:
+    """Whether the consumer has declared its queue (publishing before would be
     unroutable)."""
-    import time
-
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-        try:
-            connection.channel().queue_declare(queue, passive=True)
-            return
-        except pika.exceptions.ChannelClosedByBroker:
-            time.sleep(0.1)
-        finally:
-            if connection.is_open:
-                connection.close()
-    raise AssertionError(f"{queue} was never declared")
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        connection.channel().queue_declare(queue, passive=True)
+        return True
+    except pika.exceptions.ChannelClosedByBroker:
+        return False
+    finally:
+        if connection.is_open:
+            connection.close()
