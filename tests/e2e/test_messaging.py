@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -259,9 +259,12 @@ def publish(
 def publish_burst(
     mesh: Mesh, routing_key: str, messages: list[tuple[bytes, str, str | None]]
 ) -> None:
-    """Publishes back to back on one channel, so consumers get them as one batch."""
+    """Publishes back to back on one channel, so consumers likely get them as one
+    batch; each confirmed by the broker, since a message still in flight when
+    the connection closes may be lost."""
     connection = pika.BlockingConnection(pika.URLParameters(mesh.env["AMQP_URL"]))
     channel = connection.channel()
+    channel.confirm_delivery()
     for body, message_type, message_id in messages:
         channel.basic_publish(
             "ticketing.events",
@@ -278,17 +281,27 @@ def publish_burst(
     connection.close()
 
 
-def dead_letters(mesh: Mesh, queue: str) -> list[str]:
-    connection = pika.BlockingConnection(pika.URLParameters(mesh.env["AMQP_URL"]))
-    channel = connection.channel()
-    found = []
-    while True:
-        method, properties, _ = channel.basic_get(f"{queue}.dead", auto_ack=False)
-        if method is None:
-            break
-        found.append(properties.message_id)
-    connection.close()  # unacked: they stay in the dead-letter queue
-    return found
+def dead_lettered(mesh: Mesh, queue: str, wanted: set[str]) -> Callable[[], bool]:
+    """A check for wait_for: whether every message id in `wanted` has reached
+    `queue`'s dead-letter queue. Each look takes what is there off the queue
+    (acked), so no message is handed back and forth between looks (a message
+    returned unacked may be out of sight of the next look for a while)."""
+    seen: set[str] = set()
+
+    def check() -> bool:
+        connection = pika.BlockingConnection(pika.URLParameters(mesh.env["AMQP_URL"]))
+        try:
+            channel = connection.channel()
+            while True:
+                method, properties, _ = channel.basic_get(f"{queue}.dead", auto_ack=True)
+                if method is None:
+                    break
+                seen.add(properties.message_id)
+        finally:
+            connection.close()
+        return wanted <= seen
+
+    return check
 
 
 def test_a_burst_is_counted_once_per_message_with_its_poison_dead_lettered(
@@ -307,7 +320,7 @@ def test_a_burst_is_counted_once_per_message_with_its_poison_dead_lettered(
     burst += [(payload, confirmed, m) for m in fresh[5:]]  # redelivered within the burst
     publish_burst(mesh, "booking.confirmed", burst)
     # Each fresh message id counts its two seats once, however the burst was batched.
-    wait_for(lambda: garbled in dead_letters(mesh, "event.sales"), "the poison dead-lettered")
+    wait_for(dead_lettered(mesh, "event.sales", {garbled}), "the poison dead-lettered")
     report = wait_for(
         lambda: (r := edge.get(sales, token=organizer).body).get("tickets_sold") == 22 and r,
         "the burst counted",
@@ -334,7 +347,7 @@ def test_poison_messages_are_dead_lettered_and_consumers_go_on(
     publish(mesh, "booking.confirmed", b"", "ticketing.booking.v1.SomethingElse", unknown)
     for queue in ("notification", "event.sales"):
         wait_for(
-            lambda q=queue: {garbled, unknown} <= set(dead_letters(mesh, q)),
+            dead_lettered(mesh, queue, {garbled, unknown}),
             f"both poison messages in {queue}.dead",
         )
     buyer = register_and_login(edge, "afterpoison")

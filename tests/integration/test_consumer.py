@@ -19,7 +19,9 @@ BACKOFF_SECONDS = 60.0  # far longer than the test may take: a blocked consumer 
 def publish(amqp_url: str, routing_key: str, message_id: str) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     try:
-        connection.channel().basic_publish(
+        channel = connection.channel()
+        channel.confirm_delivery()  # else the message may be lost as the connection closes
+        channel.basic_publish(
             EXCHANGE,
             routing_key,
             b"",
