@@ -39,6 +39,9 @@ def world(edge: Edge) -> dict[str, Any]:
     """Real objects for the path parameters, and the tokens to reach them."""
     admin = login(edge, ADMIN_EMAIL, ADMIN_PASSWORD)
     buyer = register_and_login(edge, "openapi")
+    # Whose role is set: a role change revokes the user's tokens (within a
+    # second), which must not catch the buyer's later calls.
+    bystander = register_and_login(edge, "openapi-role")
     event = edge.post("/v1/events", event_body(), token=admin).body
     booking = edge.post(
         "/v1/bookings",
@@ -50,7 +53,13 @@ def world(edge: Edge) -> dict[str, Any]:
         },
         token=buyer.access_token,
     ).body
-    return {"admin": admin, "buyer": buyer, "event": event, "booking": booking}
+    return {
+        "admin": admin,
+        "buyer": buyer,
+        "bystander": bystander,
+        "event": event,
+        "booking": booking,
+    }
 
 
 def calls(world: dict[str, Any]) -> dict[str, tuple[str, str, Any, str | None]]:
@@ -88,7 +97,7 @@ def calls(world: dict[str, Any]) -> dict[str, tuple[str, str, Any, str | None]]:
         "AuthService_ListUsers": ("GET", "/v1/users?page_size=2", None, admin),
         "AuthService_SetUserRole": (
             "POST",
-            f"/v1/users/{buyer.user_id}:setRole",
+            f"/v1/users/{world['bystander'].user_id}:setRole",
             {"role": "ROLE_USER"},
             admin,
         ),
