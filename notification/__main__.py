@@ -13,7 +13,14 @@ from runtime.signing import KeyRing, ensure_key
 from ticketing.notification.v1 import notification_pb2, notification_pb2_grpc
 
 QUEUE = "notification"
-ROUTING_KEYS = ("user.registered", "booking.confirmed", "booking.failed", "booking.cancelled")
+ROUTING_KEYS = (
+    "user.registered",
+    "user.verification_requested",
+    "user.password_reset_requested",
+    "booking.confirmed",
+    "booking.failed",
+    "booking.cancelled",
+)
 
 
 async def build(settings: NotificationSettings) -> GrpcService:

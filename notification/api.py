@@ -23,6 +23,8 @@ def notification_to_proto(notification: Notification) -> notification_pb2.Notifi
         message_id=notification.message_id,
         create_time=timestamps.to_proto(notification.create_time),
         sent_time=timestamps.to_proto(notification.sent_time) if notification.sent_time else None,
+        booking_id=notification.booking_id,
+        event_id=notification.event_id,
     )
 
 

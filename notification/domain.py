@@ -23,6 +23,9 @@ class Kind(enum.IntEnum):
     BOOKING_CONFIRMED = 2
     BOOKING_FAILED = 3
     BOOKING_CANCELLED = 4
+    EVENT_CANCELLED = 5
+    VERIFICATION_CODE = 6
+    PASSWORD_RESET = 7
 
 
 class State(enum.IntEnum):
@@ -44,7 +47,21 @@ MESSAGE_KINDS: dict[str, tuple[type[Message], Kind]] = {
         booking_messages.BookingCancelled,
         Kind.BOOKING_CANCELLED,
     ),
+    "ticketing.auth.v1.EmailVerificationRequested": (
+        auth_messages.EmailVerificationRequested,
+        Kind.VERIFICATION_CODE,
+    ),
+    "ticketing.auth.v1.PasswordResetRequested": (
+        auth_messages.PasswordResetRequested,
+        Kind.PASSWORD_RESET,
+    ),
 }
+# Messages addressed by their own email and user id fields, about no booking.
+_ACCOUNT_MESSAGES = (
+    auth_messages.UserRegistered,
+    auth_messages.EmailVerificationRequested,
+    auth_messages.PasswordResetRequested,
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +78,8 @@ class Notification:
     attempts: int
     create_time: datetime
     sent_time: datetime | None = None
+    booking_id: str = ""
+    event_id: str = ""
 
 
 def parse(message_type: str, body: bytes) -> tuple[Message, Kind]:
@@ -72,6 +91,8 @@ def parse(message_type: str, body: bytes) -> tuple[Message, Kind]:
         message = cls.FromString(body)
     except DecodeError as exc:
         raise PoisonMessage(f"undecodable {message_type}: {exc}") from exc
+    if isinstance(message, booking_messages.BookingCancelled) and message.event_cancelled:
+        kind = Kind.EVENT_CANCELLED
     recipient, user_id = addressee(message)
     if "@" not in recipient:
         raise PoisonMessage(f"{message_type} names no recipient")
@@ -84,19 +105,33 @@ def parse(message_type: str, body: bytes) -> tuple[Message, Kind]:
 
 def addressee(message: Message) -> tuple[str, str]:
     """(email, user id) of whom a message concerns."""
-    if isinstance(message, auth_messages.UserRegistered):
+    if isinstance(message, _ACCOUNT_MESSAGES):
         return message.email, message.user_id
     return message.user_email, message.booking.user_id  # type: ignore[attr-defined]
 
 
+def about(message: Message) -> tuple[str, str]:
+    """(booking id, event id) a message is about; empty strings where none."""
+    if isinstance(message, _ACCOUNT_MESSAGES):
+        return "", ""
+    booking = message.booking  # type: ignore[attr-defined]
+    return booking.booking_id, booking.event_id
+
+
 def subject(message: Message, kind: Kind) -> str:
-    if kind is Kind.WELCOME:
-        return "Welcome to Ticketing"
+    account_subjects = {
+        Kind.WELCOME: "Welcome to Ticketing",
+        Kind.VERIFICATION_CODE: "Your Ticketing verification code",
+        Kind.PASSWORD_RESET: "Your Ticketing password reset code",
+    }
+    if kind in account_subjects:
+        return account_subjects[kind]
     title = message.event.title  # type: ignore[attr-defined]
     return {
         Kind.BOOKING_CONFIRMED: f"Your tickets for {title}",
         Kind.BOOKING_FAILED: f"Your booking for {title} did not go through",
         Kind.BOOKING_CANCELLED: f"Your booking for {title} is cancelled",
+        Kind.EVENT_CANCELLED: f"{title} is cancelled; your tickets are refunded",
     }[kind]
 
 

@@ -52,11 +52,31 @@ def _seat_lines(booking: Message) -> list[str]:
     ]
 
 
+def _valid_until(message: Message) -> str:
+    expires = message.expire_time.ToDatetime()  # type: ignore[attr-defined]
+    return expires.strftime("%H:%M UTC on %d %B %Y")
+
+
 def _body(message: Message, kind: Kind) -> str:
     if isinstance(message, auth_messages.UserRegistered):
         return (
             f"Hello {message.display_name},\n\nyour account {message.email} is ready. "
             "Enjoy the show!\n"
+        )
+    if isinstance(message, auth_messages.EmailVerificationRequested):
+        return (
+            f"Hello {message.display_name},\n\nyour verification code is\n\n"
+            f"    {message.code}\n\n"
+            f"It is valid until {_valid_until(message)} and works once. "
+            "If you did not create an account, ignore this email.\n"
+        )
+    if isinstance(message, auth_messages.PasswordResetRequested):
+        return (
+            f"Hello {message.display_name},\n\nthe code to set a new password is\n\n"
+            f"    {message.code}\n\n"
+            f"It is valid until {_valid_until(message)} and works once. Setting a new "
+            "password signs you out everywhere. If you did not ask for it, ignore this "
+            "email: your password stays as it is.\n"
         )
     booking = message.booking  # type: ignore[attr-defined]
     event = message.event  # type: ignore[attr-defined]
@@ -81,6 +101,19 @@ def _body(message: Message, kind: Kind) -> str:
             "",
             *header,
             f"Reason: {booking.failure_reason}",
+        ]
+    elif kind is Kind.EVENT_CANCELLED:
+        refunded = message.refunded_amount  # type: ignore[attr-defined]
+        reason = message.event_cancellation_reason  # type: ignore[attr-defined]
+        lines = [
+            "This event is cancelled by its organizer, and your booking with it.",
+            "",
+            *header,
+            *([f"Reason: {reason}"] if reason else []),
+            "",
+            *_seat_lines(booking),
+            "",
+            f"Refunded: {money(refunded.amount_minor, refunded.currency_code)}",
         ]
     else:
         refunded = message.refunded_amount  # type: ignore[attr-defined]

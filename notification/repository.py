@@ -39,6 +39,10 @@ notifications = sa.Table(
         "create_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
     sa.Column("sent_time", sa.DateTime(timezone=True)),
+    # What the notification is about, NULL where it is about none (or was
+    # recorded before these columns existed).
+    sa.Column("booking_id", sa.Text),
+    sa.Column("event_id", sa.Text),
     sa.Index("notifications_by_user", "user_id", "create_time", "notification_id"),
     sa.Index("notifications_due", "next_attempt_time", postgresql_where=sa.text("state = 1")),
 )
@@ -58,6 +62,8 @@ def _notification(row: sa.Row) -> Notification:
         row.attempts,
         row.create_time,
         row.sent_time,
+        row.booking_id or "",
+        row.event_id or "",
     )
 
 
@@ -82,6 +88,8 @@ class EmailQueue:
                 recipient=notification.recipient,
                 subject=notification.subject,
                 state=State.PENDING.value,
+                booking_id=notification.booking_id or None,
+                event_id=notification.event_id or None,
             )
             .on_conflict_do_nothing(index_elements=[notifications.c.message_id])
             .returning(notifications.c.notification_id)

@@ -49,6 +49,7 @@ class NotificationUseCases:
         """Handles one broker message (raises PoisonMessage for one it never can)."""
         message, kind = domain.parse(delivery.message_type, delivery.body)
         recipient, user_id = domain.addressee(message)
+        booking_id, event_id = domain.about(message)
         draft = Notification(
             uuid.uuid4(),
             uuid.UUID(user_id),
@@ -61,6 +62,8 @@ class NotificationUseCases:
             State.PENDING,
             0,
             datetime.now().astimezone(),
+            booking_id=booking_id,
+            event_id=event_id,
         )
         async with self._engine.begin() as conn:
             first = await EmailQueue(conn).record(draft)

@@ -182,6 +182,11 @@ def test_a_confirmation_reaches_both_subscribers_once(
     assert kinds["NOTIFICATION_KIND_BOOKING_CONFIRMED"] == "NOTIFICATION_STATE_SENT"
     assert kinds["NOTIFICATION_KIND_WELCOME"] == "NOTIFICATION_STATE_SENT"
     assert {n["user_id"] for n in listed} == {buyer.user_id}
+    # Each says what it is about: the confirmation its booking and event, the
+    # welcome nothing.
+    about = {n["kind"]: (n["booking_id"], n["event_id"]) for n in listed}
+    assert about["NOTIFICATION_KIND_BOOKING_CONFIRMED"] == (booking_id, event["event_id"])
+    assert about["NOTIFICATION_KIND_WELCOME"] == ("", "")
 
 
 def test_sales_are_for_the_organizer_and_admins(edge: Edge, event: dict, keys_dir: Path) -> None:
@@ -212,6 +217,12 @@ def test_cancellation_and_failure_emails(
         lambda: emails_about(mail_sink, failed_id, "BOOKING_FAILED"), "the failure email"
     )
     assert "card_declined" in failed.get_body(("plain",)).get_content()
+    listed = edge.get("/v1/notifications", token=buyer.access_token).body["notifications"]
+    about = {(n["kind"], n["booking_id"], n["event_id"]) for n in listed}
+    assert {
+        ("NOTIFICATION_KIND_BOOKING_CANCELLED", booking["booking_id"], event["event_id"]),
+        ("NOTIFICATION_KIND_BOOKING_FAILED", failed_id, event["event_id"]),
+    } <= about
     report = wait_for(
         lambda: (
             (r := edge.get(f"/v1/events/{event['event_id']}/sales", token=organizer).body)["tiers"]
@@ -221,6 +232,51 @@ def test_cancellation_and_failure_emails(
         "the refund in sales",
     )
     assert report["tickets_sold"] == 0 and report["net"]["amount_minor"] == "0"
+
+
+def test_a_booking_cancelled_with_its_event_is_an_event_cancelled_email(
+    edge: Edge, mesh: Mesh, mail_sink: MailSink, keys_dir: Path
+) -> None:
+    """The message the event's cancellation has booking publish per refunded
+    booking: the holder is told the event is off, why, and what came back."""
+    holder_id, event_id, booking_id = (str(uuid.uuid4()) for _ in range(3))
+    seat = booking_pb2.BookedSeat(seat_id="vip-1-1", tier=2, price=USD_1)
+    cancelled = messages_pb2.BookingCancelled(
+        booking=booking_pb2.Booking(
+            booking_id=booking_id,
+            user_id=holder_id,
+            event_id=event_id,
+            seats=[seat],
+            total=USD_1,
+            state=booking_pb2.BOOKING_STATE_CANCELLED,
+        ),
+        user_email=f"holder-{uuid.uuid4().hex[:8]}@example.com",
+        event=event_pb2.EventSummary(event_id=event_id, title="Open air", venue="Park"),
+        refunded_amount=USD_1,
+        event_cancelled=True,
+        event_cancellation_reason="storm warning",
+    )
+    publish(
+        mesh,
+        "booking.cancelled",
+        cancelled.SerializeToString(),
+        "ticketing.booking.v1.BookingCancelled",
+        str(uuid.uuid4()),
+    )
+    [email] = wait_for(
+        lambda: emails_about(mail_sink, booking_id, "EVENT_CANCELLED"), "the event-cancelled email"
+    )
+    assert email["To"] == cancelled.user_email
+    assert email["Subject"] == "Open air is cancelled; your tickets are refunded"
+    text = email.get_body(("plain",)).get_content()
+    assert "Reason: storm warning" in text and "Refunded: 1.00 USD" in text
+    holder = mint_token(keys_dir, user_id=holder_id, email=cancelled.user_email)
+    [listed] = edge.get("/v1/notifications", token=holder).body["notifications"]
+    assert (listed["kind"], listed["booking_id"], listed["event_id"]) == (
+        "NOTIFICATION_KIND_EVENT_CANCELLED",
+        booking_id,
+        event_id,
+    )
 
 
 def confirmation_payload(mesh: Mesh, booking_id: str) -> bytes:

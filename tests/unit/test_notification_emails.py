@@ -18,13 +18,14 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from PIL import Image
 from pypdf import PdfReader
 
-from notification.domain import Kind, Notification, State, subject
+from notification.domain import Kind, Notification, State, about, parse, subject
 from notification.emails import compose
 from notification.mailer import Mailer
 from notification.tickets import TicketSigner
 from runtime.signing import KeyRing, generate_key
 from scripts.mail_sink import MailSink
 from scripts.mesh import free_port
+from ticketing.auth.v1 import messages_pb2 as auth_messages
 from ticketing.booking.v1 import booking_pb2, messages_pb2
 from ticketing.common.v1 import money_pb2
 from ticketing.event.v1 import event_pb2
@@ -125,3 +126,77 @@ def test_the_mailer_reconnects_after_the_server_restarts(keys: KeyRing) -> None:
     finally:
         mailer.close()
         sink.stop()
+
+
+def _notification(message: object, message_type: str) -> Notification:
+    parsed, kind = parse(message_type, message.SerializeToString())  # type: ignore[attr-defined]
+    return Notification(
+        uuid.uuid4(),
+        uuid.uuid4(),
+        kind,
+        "fan@example.com",
+        subject(parsed, kind),
+        str(uuid.uuid4()),
+        message_type,
+        message.SerializeToString(),  # type: ignore[attr-defined]
+        State.PENDING,
+        0,
+        datetime.now(UTC),
+    )
+
+
+@pytest.mark.parametrize(
+    ("cls", "kind", "words"),
+    [
+        (auth_messages.EmailVerificationRequested, Kind.VERIFICATION_CODE, "verification code"),
+        (auth_messages.PasswordResetRequested, Kind.PASSWORD_RESET, "set a new password"),
+    ],
+)
+def test_code_emails_carry_the_code_and_its_expiry(
+    keys: KeyRing, cls: type, kind: Kind, words: str
+) -> None:
+    message = cls(
+        user_id=str(uuid.uuid4()),
+        email="fan@example.com",
+        display_name="Fan",
+        code="042917",
+        expire_time=Timestamp(seconds=1_900_000_000),
+    )
+    parsed, parsed_kind = parse(cls.DESCRIPTOR.full_name, message.SerializeToString())
+    assert parsed_kind is kind and about(parsed) == ("", "")
+    mail = received(
+        compose(_notification(message, cls.DESCRIPTOR.full_name), SENDER, TicketSigner(keys))
+        .as_bytes()
+    )
+    assert mail["X-Ticketing-Kind"] == kind.name
+    text = mail.get_body(("plain",)).get_content()
+    assert words in text and "    042917\n" in text
+    assert "valid until 17:46 UTC on 17 March 2030" in text
+
+
+def test_a_booking_cancelled_with_its_event_is_the_event_cancelled_kind(keys: KeyRing) -> None:
+    usd = money_pb2.Money(currency_code="USD", amount_minor=5000)
+    booking = booking_pb2.Booking(
+        booking_id=str(uuid.uuid4()),
+        user_id=str(uuid.uuid4()),
+        event_id=str(uuid.uuid4()),
+        seats=[booking_pb2.BookedSeat(seat_id="vip-1-1", price=usd)],
+        total=usd,
+    )
+    event = event_pb2.EventSummary(title="Gala", venue="Main Hall")
+    plain = messages_pb2.BookingCancelled(
+        booking=booking, user_email="fan@example.com", event=event, refunded_amount=usd
+    )
+    by_event = messages_pb2.BookingCancelled()
+    by_event.CopyFrom(plain)
+    by_event.event_cancelled = True
+    by_event.event_cancellation_reason = "the artist is ill"
+    name = "ticketing.booking.v1.BookingCancelled"
+    assert parse(name, plain.SerializeToString())[1] is Kind.BOOKING_CANCELLED
+    parsed, kind = parse(name, by_event.SerializeToString())
+    assert kind is Kind.EVENT_CANCELLED
+    assert about(parsed) == (booking.booking_id, booking.event_id)
+    mail = received(compose(_notification(by_event, name), SENDER, TicketSigner(keys)).as_bytes())
+    assert mail["Subject"] == "Gala is cancelled; your tickets are refunded"
+    text = mail.get_body(("plain",)).get_content()
+    assert "Reason: the artist is ill" in text and "Refunded: 50.00 USD" in text
