@@ -1,4 +1,4 @@
-"""`python -m booking [serve|migrate]`."""
+"""`python -m booking [serve|migrate|keys]`."""
 
 from __future__ import annotations
 
@@ -6,13 +6,16 @@ import contextlib
 
 from booking.api import BookingServicer
 from booking.grpc_gateways import Downstream
-from booking.repository import PgLedger
+from booking.repository import PgCheckIns, PgLedger
 from booking.service import BookingUseCases
 from booking.settings import BookingSettings
+from booking.tickets import TicketUseCases
 from runtime import cli
 from runtime.outbox import OutboxRelay
 from runtime.pg import Database
 from runtime.server import GrpcService
+from runtime.signing import KeyRing, ensure_key
+from runtime.tickets import TicketSigner
 from runtime.tls import TlsFiles
 from ticketing.booking.v1 import booking_pb2, booking_pb2_grpc
 
@@ -25,8 +28,9 @@ async def build(settings: BookingSettings) -> GrpcService:
         settings.retry.call_timeout_seconds,
         TlsFiles.for_workload(settings.service),
     )
+    ledger = PgLedger(database)
     use_cases = BookingUseCases(
-        PgLedger(database),
+        ledger,
         downstream.seats,
         downstream.payments,
         settings.hold_ttl_seconds,
@@ -37,7 +41,15 @@ async def build(settings: BookingSettings) -> GrpcService:
     service.add(
         booking_pb2.DESCRIPTOR.services_by_name["BookingService"],
         booking_pb2_grpc.add_BookingServiceServicer_to_server,
-        BookingServicer(use_cases),
+        BookingServicer(
+            use_cases,
+            TicketUseCases(
+                ledger,
+                PgCheckIns(database),
+                downstream.organizers,
+                TicketSigner(KeyRing(settings.ticket_keys_dir)),
+            ),
+        ),
     )
     service.workers += [
         database,
@@ -48,4 +60,10 @@ async def build(settings: BookingSettings) -> GrpcService:
     return service
 
 
-cli.main("booking", BookingSettings, build)
+# The ticket keys are the notification service's; either makes them if missing.
+cli.main(
+    "booking",
+    BookingSettings,
+    build,
+    {"keys": lambda settings: ensure_key(settings.ticket_keys_dir)},
+)

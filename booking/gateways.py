@@ -153,3 +153,20 @@ class Ledger(Protocol):
         """PENDING bookings and unfinished cancellations untouched for that long,
         leased to this caller: they count as touched now, so no other sweeper
         takes them for a while."""
+
+
+class CheckIns(Protocol):
+    """The tickets admitted at the door; each at most once."""
+
+    async def record(
+        self, booking_id: uuid.UUID, seat_id: str, event_id: uuid.UUID, by: uuid.UUID
+    ) -> tuple[datetime, bool]:
+        """The ticket's check-in time, and whether this call made it (False: it
+        was checked in before, at that time)."""
+
+
+class Organizers(Protocol):
+    """Who organizes an event (the event service)."""
+
+    async def organizer_of(self, event_id: uuid.UUID) -> uuid.UUID:
+        """NotFound if there is no such event."""

@@ -41,6 +41,9 @@ class Downstream:
         self.payments = GrpcPayments(
             payment_pb2_grpc.PaymentServiceStub(self._channels[1]), timeout_seconds
         )
+        self.organizers = GrpcOrganizers(
+            event_pb2_grpc.EventServiceStub(self._channels[0]), timeout_seconds
+        )
 
     async def aclose(self) -> None:
         for channel in self._channels:
@@ -130,6 +133,30 @@ class GrpcSeatHolds(_Gateway):
             )
         except grpc.aio.AioRpcError as error:
             raise status.service_error(error) from error
+
+
+class GrpcOrganizers(_Gateway):
+    """Event organizers by event, from GetEvent; an event's organizer never
+    changes, so each is asked once per process."""
+
+    def __init__(self, stub: event_pb2_grpc.EventServiceStub, timeout_seconds: float) -> None:
+        super().__init__(timeout_seconds)
+        self._stub = stub
+        self._known: dict[uuid.UUID, uuid.UUID] = {}
+
+    async def organizer_of(self, event_id: uuid.UUID) -> uuid.UUID:
+        known = self._known.get(event_id)
+        if known is None:
+            try:
+                event = await self._stub.GetEvent(
+                    event_pb2.GetEventRequest(event_id=str(event_id)), **self._options()
+                )
+            except grpc.aio.AioRpcError as error:
+                raise status.service_error(error) from error
+            if len(self._known) > 10_000:
+                self._known.clear()
+            known = self._known[event_id] = uuid.UUID(event.organizer_id)
+        return known
 
 
 def _payment(reply: payment_pb2.Payment) -> Payment:

@@ -58,6 +58,19 @@ bookings = sa.Table(
 
 outbox = outbox_table(metadata)
 
+# A ticket is admitted once: the primary key decides between concurrent scans.
+check_ins = sa.Table(
+    "check_ins",
+    metadata,
+    sa.Column("booking_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("seat_id", sa.Text, nullable=False),
+    sa.Column("event_id", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("checked_in_by", pg.UUID(as_uuid=True), nullable=False),
+    sa.Column("check_in_time", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("booking_id", "seat_id", name="one_check_in_per_ticket"),
+    sa.Index("check_ins_by_event", "event_id"),
+)
+
 
 def _booking(row: Any) -> Booking:
     return Booking(
@@ -233,3 +246,36 @@ class PgLedger:
             },
         )
         return [_booking(r) for r in rows]
+
+
+class PgCheckIns:
+    """Check-ins at the door (booking.gateways.CheckIns)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def record(
+        self, booking_id: uuid.UUID, seat_id: str, event_id: uuid.UUID, by: uuid.UUID
+    ) -> tuple[datetime, bool]:
+        inserted = await self._db.fetchone(
+            "INSERT INTO check_ins (booking_id, seat_id, event_id, checked_in_by, check_in_time) "
+            "VALUES (%s, %s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING check_in_time",
+            (booking_id, seat_id, event_id, by),
+        )
+        if inserted is not None:
+            return inserted.check_in_time, True
+        # A conflict waited for the row that won, so it is committed and readable now.
+        first = await self._db.fetchone(
+            "SELECT check_in_time FROM check_ins WHERE booking_id = %s AND seat_id = %s",
+            (booking_id, seat_id),
+        )
+        assert first is not None
+        return first.check_in_time, False
+
+    async def counts(self, event_id: uuid.UUID) -> dict[str, int]:
+        rows = await self._db.fetchall(
+            "SELECT split_part(seat_id, '-', 1) AS tier, count(*) AS n FROM check_ins "
+            "WHERE event_id = %s GROUP BY 1",
+            (event_id,),
+        )
+        return {r.tier: r.n for r in rows}

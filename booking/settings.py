@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from runtime.config import Env, Settings, common, grpc_target, hold_ttl_seconds, retry_policy
+from runtime.config import (
+    Env,
+    Settings,
+    common,
+    grpc_target,
+    hold_ttl_seconds,
+    retry_policy,
+    ticket_keys_dir,
+)
 from runtime.retry import RetryPolicy
 
 
@@ -16,6 +25,7 @@ class BookingSettings(Settings):
     retry: RetryPolicy  # Envoy's timeouts for the saga's routes derive from the same
     sweep_grace_seconds: float
     sweep_interval_seconds: float
+    ticket_keys_dir: Path  # the notification service's: tickets on demand and check-in
 
     @classmethod
     def read(cls, service: str, env: Env) -> BookingSettings:
@@ -27,4 +37,5 @@ class BookingSettings(Settings):
             retry=retry_policy(env),
             sweep_grace_seconds=env.number("SWEEP_GRACE_SECONDS", 30.0, minimum=0),
             sweep_interval_seconds=env.number("SWEEP_INTERVAL_SECONDS", 15.0, above=0),
+            ticket_keys_dir=ticket_keys_dir(env),
         )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from notification.api import NotificationServicer
 from notification.service import NotificationUseCases
 from notification.settings import NotificationSettings
-from notification.tickets import TicketSigner
 from runtime import cli, db
 from runtime.consumer import Consumer, one_at_a_time
 from runtime.server import GrpcService
 from runtime.signing import KeyRing, ensure_key
+from runtime.tickets import TicketSigner
 from ticketing.notification.v1 import notification_pb2, notification_pb2_grpc
 
 QUEUE = "notification"

@@ -11,7 +11,7 @@ from email.utils import format_datetime, formataddr, parseaddr
 from google.protobuf.message import Message
 
 from notification.domain import Kind, Notification, parse
-from notification.tickets import TicketSigner, money, ticket_pdf
+from runtime.tickets import TicketSigner, money, ticket_pdf
 from ticketing.auth.v1 import messages_pb2 as auth_messages
 from ticketing.booking.v1 import messages_pb2 as booking_messages
 
@@ -26,7 +26,7 @@ def compose(notification: Notification, sender: str, signer: TicketSigner) -> Ma
         # with a regex compiled per email. The notification id is in no body.
         email: MailMessage = MIMEMultipart(boundary=f"ticketing-{notification.notification_id}")
         email.attach(text)
-        pdf = MIMEApplication(ticket_pdf(message, signer.token(message)), "pdf")
+        pdf = MIMEApplication(ticket_pdf(message, signer.tokens(message)), "pdf")
         pdf.add_header(
             "Content-Disposition",
             "attachment",

@@ -23,11 +23,11 @@ from notification import domain, emails
 from notification.domain import Notification, State
 from notification.mailer import Mailer
 from notification.repository import EmailQueue
-from notification.tickets import TicketSigner
 from runtime import failpoints, pagination
 from runtime.consumer import Delivery
 from runtime.identity import Caller
 from runtime.tasks import running
+from runtime.tickets import TicketSigner
 
 log = logging.getLogger(__name__)
 

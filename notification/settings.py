@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from notification.mailer import Mailer
-from runtime.config import REPO_ROOT, Env, Settings, common
+from runtime.config import Env, Settings, common, ticket_keys_dir
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,7 @@ class NotificationSettings(Settings):
     def read(cls, service: str, env: Env) -> NotificationSettings:
         return cls(
             **common(service, env),
-            ticket_keys_dir=Path(
-                env.text("TICKET_KEYS_DIR", str(REPO_ROOT / "var" / "keys" / "tickets"))
-            ),
+            ticket_keys_dir=ticket_keys_dir(env),
             mailer=Mailer(
                 host=env.text("SMTP_HOST", "127.0.0.1"),
                 port=env.integer("SMTP_PORT", 1025, minimum=1, maximum=65535),

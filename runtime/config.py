@@ -170,6 +170,12 @@ def grpc_target(service: str, env: Env | None = None) -> str:
     return addresses[0] if len(addresses) == 1 else "ipv4:" + ",".join(addresses)
 
 
+def ticket_keys_dir(env: Env) -> Path:
+    """TICKET_KEYS_DIR: notification signs the emailed tickets with these keys,
+    booking the tickets it hands out, and checks them in at the door."""
+    return Path(env.text("TICKET_KEYS_DIR", str(REPO_ROOT / "var" / "keys" / "tickets")))
+
+
 def hold_ttl_seconds(env: Env) -> int:
     """HOLD_TTL_SECONDS, which event enforces and booking plans its sweep by."""
     return env.integer("HOLD_TTL_SECONDS", 300, minimum=1, maximum=24 * 3600)

@@ -292,6 +292,13 @@ class Document:
         bound(schema["properties"]["amount_minor"], rules)
         return schema
 
+    def reply_content(self, method: MethodDescriptor) -> dict[str, Any]:
+        """JSON, except for an RPC answering a google.api.HttpBody: the transcoder
+        sends that body as it is, with its content type (a PDF's is all there is)."""
+        if method.output_type.full_name == "google.api.HttpBody":
+            return {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}
+        return {"application/json": {"schema": self.ref(method.output_type, request=False)}}
+
     def operation(self, method: MethodDescriptor, template: str, body: str) -> dict[str, Any]:
         message = method.input_type
         path_fields = set(re.findall(r"\{([^}=]+)", template))
@@ -309,12 +316,7 @@ class Document:
             "tags": [method.containing_service.name],
             "summary": self.descriptions.get(method.full_name, method.name),
             "responses": {
-                "200": {
-                    "description": "OK",
-                    "content": {
-                        "application/json": {"schema": self.ref(method.output_type, request=False)}
-                    },
-                },
+                "200": {"description": "OK", "content": self.reply_content(method)},
                 **{
                     str(status): {"$ref": f"#/components/responses/{status}"}
                     for status in error_statuses(method)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A whole purchase over HTTP/JSON through Envoy: register, log in, create an
 # event (as the admin), book two seats in two tiers, read the booking and its
-# payment, cancel. Needs curl and jq.   EDGE=http://localhost:8080 clients/curl/purchase.sh
+# payment, fetch the tickets, check one in at the door, cancel. Needs curl and
+# jq.   EDGE=http://localhost:8080 clients/curl/purchase.sh
 set -euo pipefail
 EDGE=${EDGE:-http://localhost:8080}
 EMAIL="fan-$RANDOM$RANDOM@example.com"
@@ -33,4 +34,16 @@ ID=$(echo "$BOOKING" | jq -r .booking_id)
 curl -sf "$EDGE/v1/bookings/$ID" -H "authorization: Bearer $TOKEN" | jq -c '[.seats[].seat_id]'
 curl -sf "$EDGE/v1/payments/$(echo "$BOOKING" | jq -r .payment_id)" \
   -H "authorization: Bearer $TOKEN" | jq -c '{state, card_brand, card_last4}'
+
+# Tickets on demand: a signed token per seat (its QR code's payload), or the PDF.
+TICKET=$(curl -sf "$EDGE/v1/bookings/$ID/tickets" -H "authorization: Bearer $TOKEN" \
+  | jq -r '.tickets[0].ticket_token')
+curl -sf "$EDGE/v1/bookings/$ID/tickets.pdf" -H "authorization: Bearer $TOKEN" \
+  -o /dev/null -w '%{content_type}\n'  # -o tickets.pdf to keep it
+# At the door the event's organizer (here the admin) scans it: admitted once,
+# then ALREADY_CHECKED_IN (409) with the first scan's time.
+curl -sf -X POST "$EDGE/v1/tickets:checkIn" -H "authorization: Bearer $ADMIN" \
+  -d '{"ticket_token": "'"$TICKET"'"}' | jq -c '{seat_id}'
+curl -s -X POST "$EDGE/v1/tickets:checkIn" -H "authorization: Bearer $ADMIN" \
+  -d '{"ticket_token": "'"$TICKET"'"}' | jq -c '.details[0].reason'
 curl -sf -X POST "$EDGE/v1/bookings/$ID:cancel" -H "authorization: Bearer $TOKEN" | jq -c '{state}'

@@ -52,6 +52,9 @@ def test_curl_purchase(mesh: Mesh) -> None:
         '{"state":"BOOKING_STATE_CONFIRMED","total":{"currency_code":"USD","amount_minor":"20000"}}',
         '["vip-1-4","standard-3-10"]',
         '{"state":"PAYMENT_STATE_SUCCEEDED","card_brand":"visa","card_last4":"4242"}',
+        "application/pdf",
+        '{"seat_id":"vip-1-4"}',
+        '"ALREADY_CHECKED_IN"',
         '{"state":"BOOKING_STATE_CANCELLED"}',
     ]
 

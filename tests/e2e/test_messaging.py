@@ -152,7 +152,8 @@ def test_a_confirmation_reaches_both_subscribers_once(
     kid = jwt.get_unverified_header(token)["kid"]
     claims = jwt.decode(token, ticket_keys.public_key(kid), algorithms=["ES256"])
     assert claims["sub"] == booking_id
-    assert claims["seats"] == ["vip-1-1", "standard-1-1", "standard-1-2"]
+    assert claims["seat_id"] == "vip-1-1"  # the first seat's page; a page per seat
+    assert len(pdf.pages) == 3
     assert claims["holder"] == buyer.email
 
     report = wait_for(

@@ -21,8 +21,8 @@ from pypdf import PdfReader
 from notification.domain import Kind, Notification, State, about, parse, subject
 from notification.emails import compose
 from notification.mailer import Mailer
-from notification.tickets import TicketSigner
 from runtime.signing import KeyRing, generate_key
+from runtime.tickets import TicketInvalid, TicketSigner
 from scripts.mail_sink import MailSink
 from scripts.mesh import free_port
 from ticketing.auth.v1 import messages_pb2 as auth_messages
@@ -90,22 +90,51 @@ def test_the_ticket_reads_back_and_its_qr_code_verifies(keys: KeyRing) -> None:
     assert attachment.get_content_type() == "application/pdf"
     pdf = PdfReader(io.BytesIO(attachment.get_content()), strict=True)
     assert pdf.metadata is not None and pdf.metadata.title == f"Ticket: {TITLE}"
-    [page] = pdf.pages
-    text = page.extract_text()
+    assert len(pdf.pages) == len(seats)  # a page, and a ticket, per seat
     booking_id = messages_pb2.BookingConfirmed.FromString(notification.payload).booking.booking_id
-    for expected in (booking_id, "Main Hall", "standard-1-10  (STANDARD)  50.00 USD", "Œuvres"):
-        assert expected in text
-    assert "?" in text  # the one character Windows-1252 lacks
-    assert "Total 500.00 USD" in text
+    signer = TicketSigner(keys)
+    for seat, page in zip(seats, pdf.pages, strict=True):
+        text = page.extract_text()
+        for expected in (booking_id, "Main Hall", f"{seat}  (STANDARD)  50.00 USD", "Œuvres"):
+            assert expected in text
+        assert "?" in text  # the one character Windows-1252 lacks
+        assert "Booking total 500.00 USD, 10 seat(s)" in text
 
-    [image] = page.images
-    qr = Image.open(io.BytesIO(image.data))
-    [code] = zxingcpp.read_barcodes(qr.resize((qr.width * 4, qr.height * 4), Image.NEAREST))
-    token = code.text
-    claims = jwt.decode(
-        token, keys.public_key(jwt.get_unverified_header(token)["kid"]), algorithms=["ES256"]
+        [image] = page.images
+        qr = Image.open(io.BytesIO(image.data))
+        [code] = zxingcpp.read_barcodes(qr.resize((qr.width * 4, qr.height * 4), Image.NEAREST))
+        token = code.text
+        claims = jwt.decode(
+            token, keys.public_key(jwt.get_unverified_header(token)["kid"]), algorithms=["ES256"]
+        )
+        assert claims["sub"] == booking_id and claims["seat_id"] == seat
+        assert signer.verify(token).seat_id == seat
+
+
+def test_a_ticket_token_verifies_only_as_signed(keys: KeyRing, tmp_path: Path) -> None:
+    notification = confirmation(["vip-1-1"])
+    message = messages_pb2.BookingConfirmed.FromString(notification.payload)
+    signer = TicketSigner(keys)
+    token = signer.tokens(message)["vip-1-1"]
+    claims = signer.verify(token)
+    assert (claims.booking_id, claims.seat_id, claims.holder) == (
+        message.booking.booking_id,
+        "vip-1-1",
+        "fan@example.com",
     )
-    assert claims["sub"] == booking_id and claims["seats"] == seats
+    header, payload, signature = token.split(".")
+    forged = payload[:-2] + ("A" if payload[-2] != "A" else "B") + payload[-1]
+    other_dir = tmp_path / "other"
+    generate_key(other_dir)
+    for bad in (
+        f"{header}.{forged}.{signature}",  # tampered
+        TicketSigner(KeyRing(other_dir)).tokens(message)["vip-1-1"],  # someone else's key
+        "not-a-token",
+        keys.sign({"iss": "ticketing-tickets", "sub": "x", "iat": 1}),  # no seat
+        keys.sign({"iss": "ticketing-auth", "sub": "x", "iat": 1, "event_id": "e", "seat_id": "s"}),
+    ):
+        with pytest.raises(TicketInvalid):
+            signer.verify(bad)
 
 
 def test_the_mailer_reconnects_after_the_server_restarts(keys: KeyRing) -> None:
