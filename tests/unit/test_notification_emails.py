@@ -194,8 +194,9 @@ def test_code_emails_carry_the_code_and_its_expiry(
     parsed, parsed_kind = parse(cls.DESCRIPTOR.full_name, message.SerializeToString())
     assert parsed_kind is kind and about(parsed) == ("", "")
     mail = received(
-        compose(_notification(message, cls.DESCRIPTOR.full_name), SENDER, TicketSigner(keys))
-        .as_bytes()
+        compose(
+            _notification(message, cls.DESCRIPTOR.full_name), SENDER, TicketSigner(keys)
+        ).as_bytes()
     )
     assert mail["X-Ticketing-Kind"] == kind.name
     text = mail.get_body(("plain",)).get_content()
