@@ -70,7 +70,9 @@ def http_routes() -> list[dict[str, Any]]:
     any other method answered 405 with the methods the path takes."""
     templates: dict[str, set[str]] = {}
     services = {}
-    for service, _, verb, template, _ in public_methods():
+    for service, _, verb, bound_template, _ in public_methods():
+        # `{event.event_id}` and `{event_id}` are one path with several methods.
+        template = re.sub(r"\{[^}.]+\.([^}]+)\}", r"{\1}", bound_template)
         templates.setdefault(template, set()).add(verb)
         services[template] = service
     # A CORS preflight needs a route to a cluster (the CORS filter passes over

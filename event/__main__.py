@@ -28,6 +28,7 @@ async def build(settings: EventSettings) -> GrpcService:
         holds,
         settings.hold_ttl_seconds,
         availability_cache_seconds=settings.availability_cache_seconds,
+        event_cache_seconds=settings.event_cache_seconds,
     )
     sales = SalesReports(engine, sale_path, use_cases)
     service = GrpcService(settings)

@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
-import grpc
+from datetime import datetime
 
-from event.domain import EventInfo, SeatRef, Tier, TierPlan
+import grpc
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
+
+from event.domain import (
+    Cancellation,
+    EventChanges,
+    EventInfo,
+    EventSearch,
+    EventState,
+    SeatRef,
+    Tier,
+    TierPlan,
+)
 from event.repository import TierSales
 from event.sales import SalesReports
 from event.service import EventUseCases, EventView, SeatStatus
 from runtime import timestamps
 from runtime.errors import bad_field
-from runtime.identity import caller
+from runtime.identity import caller, optional_caller
 from ticketing.common.v1 import money_pb2
 from ticketing.event.v1 import event_pb2, event_pb2_grpc
 
@@ -38,9 +51,35 @@ def seat_to_proto(seat: SeatRef, plan: TierPlan, status: str = "") -> event_pb2.
     )
 
 
+def _optional_time(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+    return timestamps.to_proto(moment) if moment is not None else None
+
+
+def _time_field(message: Message, name: str) -> datetime | None:
+    return timestamps.from_proto(getattr(message, name)) if message.HasField(name) else None
+
+
+def cancellation_to_proto(cancellation: Cancellation | None) -> event_pb2.Cancellation | None:
+    if cancellation is None:
+        return None
+    return event_pb2.Cancellation(
+        bookings_total=cancellation.bookings_total,
+        bookings_refunded=cancellation.bookings_refunded,
+        reason=cancellation.reason,
+        cancel_time=timestamps.to_proto(cancellation.cancel_time),
+        finish_time=_optional_time(cancellation.finish_time),
+    )
+
+
 def event_to_proto(view: EventView) -> event_pb2.Event:
     info = view.info
     return event_pb2.Event(
+        state=info.state.value,
+        sale_start_time=_optional_time(info.sale_start_time),
+        sale_end_time=_optional_time(info.sale_end_time),
+        etag=info.etag,
+        cancellation=cancellation_to_proto(info.cancellation),
+        update_time=_optional_time(info.update_time or info.create_time),
         event_id=str(info.event_id),
         title=info.title,
         description=info.description,
@@ -80,6 +119,15 @@ def _tier(value: int, field: str) -> Tier | None:
         return Tier(value)
     except ValueError as exc:
         raise bad_field(field, "is not a known tier") from exc
+
+
+def _state(value: int, field: str) -> EventState | None:
+    if value == event_pb2.EVENT_STATE_UNSPECIFIED:
+        return None
+    try:
+        return EventState(value)
+    except ValueError as exc:
+        raise bad_field(field, "is not a known event state") from exc
 
 
 def _plans(event: event_pb2.Event) -> list[TierPlan]:
@@ -146,16 +194,46 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         self, request: event_pb2.CreateEventRequest, context: grpc.aio.ServicerContext
     ) -> event_pb2.Event:
         event = request.event
-        starts_at = timestamps.from_proto(event.starts_at) if event.HasField("starts_at") else None
         view = await self._events.create_event(
-            caller(), event.title, event.description, event.venue, starts_at, _plans(event)
+            caller(),
+            event.title,
+            event.description,
+            event.venue,
+            _time_field(event, "starts_at"),
+            _plans(event),
+            _state(event.state, "event.state"),
+            _time_field(event, "sale_start_time"),
+            _time_field(event, "sale_end_time"),
         )
+        return event_to_proto(view)
+
+    async def UpdateEvent(
+        self, request: event_pb2.UpdateEventRequest, context: grpc.aio.ServicerContext
+    ) -> event_pb2.Event:
+        event = request.event
+        mask = list(request.update_mask.paths)
+        changes = EventChanges(
+            title=event.title,
+            description=event.description,
+            venue=event.venue,
+            starts_at=_time_field(event, "starts_at"),
+            sale_start_time=_time_field(event, "sale_start_time"),
+            sale_end_time=_time_field(event, "sale_end_time"),
+            tiers=tuple(_plans(event)) if "tiers" in mask else (),
+        )
+        view = await self._events.update_event(caller(), event.event_id, changes, mask, event.etag)
+        return event_to_proto(view)
+
+    async def PublishEvent(
+        self, request: event_pb2.PublishEventRequest, context: grpc.aio.ServicerContext
+    ) -> event_pb2.Event:
+        view = await self._events.publish_event(caller(), request.event_id)
         return event_to_proto(view)
 
     async def GetEvent(
         self, request: event_pb2.GetEventRequest, context: grpc.aio.ServicerContext
     ) -> event_pb2.Event:
-        view = await self._events.get_event(request.event_id)
+        view = await self._events.get_event(optional_caller(), request.event_id)
         # Availability may be a second old anyway (a replica's snapshot), so
         # browsers and caches in front of Envoy may keep it that long too.
         await context.send_initial_metadata((("cache-control", AVAILABILITY_CACHE_CONTROL),))
@@ -164,8 +242,16 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
     async def ListEvents(
         self, request: event_pb2.ListEventsRequest, context: grpc.aio.ServicerContext
     ) -> event_pb2.ListEventsResponse:
+        search = EventSearch(
+            include_started=request.include_started,
+            organizer_id=request.organizer_id or None,
+            starts_after=_time_field(request, "starts_after"),
+            starts_before=_time_field(request, "starts_before"),
+            state=_state(request.state, "state"),
+            query=request.query.strip(),
+        )
         views, token = await self._events.list_events(
-            request.page_size, request.page_token, request.include_started
+            optional_caller(), request.page_size, request.page_token, search
         )
         return event_pb2.ListEventsResponse(
             events=[event_to_proto(v) for v in views], next_page_token=token
@@ -185,6 +271,7 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
             status,
             request.page_size,
             request.page_token,
+            optional_caller(),
         )
         return event_pb2.ListSeatsResponse(
             seats=[seat_to_proto(s.seat, s.plan, s.status) for s in seats], next_page_token=token

@@ -4,6 +4,7 @@ the sales ledger whose unique index makes a second sale of a seat impossible."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
 from collections import Counter
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from event.domain import EventInfo, SeatRef, Tier, TierPlan
+from event.domain import EventInfo, EventSearch, EventState, SeatRef, Tier, TierPlan
 from runtime.consumer import processed_messages_table
 from runtime.pg import Database
 
@@ -31,6 +32,13 @@ events = sa.Table(
     sa.Column("starts_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("organizer_id", pg.UUID(as_uuid=True), nullable=False),
     sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("state", sa.SmallInteger, nullable=False, server_default="2"),
+    sa.Column("sale_start_time", sa.DateTime(timezone=True)),
+    sa.Column("sale_end_time", sa.DateTime(timezone=True)),
+    # Moves with every change; the etag is made of it.
+    sa.Column("version", sa.BigInteger, nullable=False, server_default="1"),
+    sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("state IN (1, 2, 3)", name="event_state_valid"),
     sa.Index("events_by_start", "starts_at", "event_id"),
 )
 
@@ -134,8 +142,16 @@ class Catalog:
                 starts_at=event.starts_at,
                 organizer_id=event.organizer_id,
                 create_time=event.create_time,
+                state=event.state.value,
+                sale_start_time=event.sale_start_time,
+                sale_end_time=event.sale_end_time,
+                version=event.version,
+                update_time=event.update_time or event.create_time,
             )
         )
+        await self._add_seat_map(event)
+
+    async def _add_seat_map(self, event: EventInfo) -> None:
         await self._conn.execute(
             event_tiers.insert(),
             [
@@ -167,28 +183,92 @@ class Catalog:
                 },
             )
 
-    async def event(self, event_id: uuid.UUID) -> EventInfo | None:
-        found = await self._events(events.c.event_id == event_id)
+    async def event(self, event_id: uuid.UUID, for_update: bool = False) -> EventInfo | None:
+        found = await self._events(events.c.event_id == event_id, for_update=for_update)
         return found[0] if found else None
 
-    async def events_page(
-        self, limit: int, after: tuple[datetime, uuid.UUID] | None, starting_after: datetime | None
-    ) -> list[EventInfo]:
-        condition = sa.true()
-        if after:
-            condition = sa.tuple_(events.c.starts_at, events.c.event_id) > after
-        if starting_after:
-            condition = sa.and_(condition, events.c.starts_at > starting_after)
-        return await self._events(condition, limit)
+    async def update_event(self, before: EventInfo, after: EventInfo) -> bool:
+        """Writes the event's new version if it is still at `before`'s; False if
+        someone else changed it meanwhile."""
+        changed = await self._conn.execute(
+            events.update()
+            .where(events.c.event_id == before.event_id, events.c.version == before.version)
+            .values(
+                title=after.title,
+                description=after.description,
+                venue=after.venue,
+                starts_at=after.starts_at,
+                state=after.state.value,
+                sale_start_time=after.sale_start_time,
+                sale_end_time=after.sale_end_time,
+                version=after.version,
+                update_time=after.update_time,
+            )
+        )
+        if changed.rowcount != 1:
+            return False
+        if after.tiers != before.tiers:
+            if [p.shape for p in after.tiers] == [p.shape for p in before.tiers]:
+                for plan in after.tiers:
+                    await self._conn.execute(
+                        event_tiers.update()
+                        .where(
+                            event_tiers.c.event_id == after.event_id,
+                            event_tiers.c.tier == plan.tier.value,
+                        )
+                        .values(price_minor=plan.price_minor, currency=plan.currency)
+                    )
+            else:  # a draft's new seat map: nothing of it was ever held or sold
+                await self._conn.execute(seats.delete().where(seats.c.event_id == after.event_id))
+                await self._conn.execute(
+                    event_tiers.delete().where(event_tiers.c.event_id == after.event_id)
+                )
+                await self._add_seat_map(after)
+        return True
 
-    async def _events(self, condition: sa.ColumnElement[bool], limit: int = 1) -> list[EventInfo]:
-        page = (
+    async def events_page(
+        self,
+        limit: int,
+        after: tuple[datetime, uuid.UUID] | None,
+        search: EventSearch,
+        viewer: uuid.UUID | None,
+        viewer_is_admin: bool,
+    ) -> list[EventInfo]:
+        """A page of the events the viewer may see that match the search, by start."""
+        conditions: list[sa.ColumnElement[bool]] = []
+        if after:
+            conditions.append(sa.tuple_(events.c.starts_at, events.c.event_id) > after)
+        if search.starts_after:
+            conditions.append(events.c.starts_at >= search.starts_after)
+        if search.starts_before:
+            conditions.append(events.c.starts_at < search.starts_before)
+        if search.organizer_id:
+            conditions.append(events.c.organizer_id == uuid.UUID(search.organizer_id))
+        if search.state is not None:
+            conditions.append(events.c.state == search.state.value)
+        if search.query:
+            # ILIKE on each column, so that each one's trigram index serves it.
+            pattern = "%" + re.sub(r"([\\%_])", r"\\\1", search.query) + "%"
+            conditions.append(sa.or_(events.c.title.ilike(pattern), events.c.venue.ilike(pattern)))
+        if not viewer_is_admin:
+            visible = events.c.state != EventState.DRAFT.value
+            if viewer is not None:
+                visible = sa.or_(visible, events.c.organizer_id == viewer)
+            conditions.append(visible)
+        return await self._events(sa.and_(sa.true(), *conditions), limit)
+
+    async def _events(
+        self, condition: sa.ColumnElement[bool], limit: int = 1, for_update: bool = False
+    ) -> list[EventInfo]:
+        selected = (
             sa.select(events)
             .where(condition)
             .order_by(events.c.starts_at, events.c.event_id)
             .limit(limit)
-            .subquery()
         )
+        if for_update:
+            selected = selected.with_for_update()
+        page = selected.subquery()
         rows = await self._conn.execute(
             sa.select(
                 page,
@@ -217,6 +297,11 @@ class Catalog:
                     row.organizer_id,
                     row.create_time,
                     (plan,),
+                    state=EventState(row.state),
+                    sale_start_time=row.sale_start_time,
+                    sale_end_time=row.sale_end_time,
+                    version=row.version,
+                    update_time=row.update_time,
                 )
                 if known is None
                 else dataclasses.replace(known, tiers=(*known.tiers, plan))

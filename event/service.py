@@ -10,6 +10,7 @@ and the unique index on live sales as the last word.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -18,10 +19,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from event import domain
-from event.domain import EventInfo, SeatRef, Tier, TierPlan
+from event.domain import (
+    EventChanges,
+    EventInfo,
+    EventSearch,
+    EventState,
+    SeatRef,
+    Tier,
+    TierPlan,
+)
 from event.holds import Hold, HoldStore, MarkersMissing, Refusal, hold_store_unavailable
 from event.repository import AVAILABLE, SOLD, Catalog, SalePath
 from runtime import pagination
@@ -34,6 +43,7 @@ from runtime.errors import (
     bad_field,
     not_found,
     parse_uuid,
+    permission_denied,
 )
 from runtime.identity import Caller
 
@@ -71,6 +81,19 @@ class SeatView:
     status: str
 
 
+def etag_mismatch(current: EventInfo) -> Conflict:
+    return Conflict(
+        "ETAG_MISMATCH",
+        "the event changed since it was read; read it again and retry",
+        {"event_id": str(current.event_id), "etag": current.etag},
+    )
+
+
+def _check_etag(current: EventInfo, etag: str) -> None:
+    if etag and etag.strip() != current.etag:
+        raise etag_mismatch(current)
+
+
 @dataclass(frozen=True)
 class HoldResult:
     owner: str
@@ -101,13 +124,18 @@ class EventUseCases:
         holds: HoldStore,
         hold_ttl_seconds: int,
         availability_cache_seconds: float,
+        event_cache_seconds: float = 1.0,
     ) -> None:
         self._engine = engine
         self._sale_path = sale_path
         self._holds = holds
         self._hold_ttl_seconds = hold_ttl_seconds
-        # Events never change once created, so every replica may cache them.
-        self._events: OrderedDict[uuid.UUID, EventInfo] = OrderedDict()
+        # Every replica caches events for a moment: a change made here is seen
+        # here at once, one made by another replica within event_cache_seconds.
+        # (A sale of a cancelled event is refused by PostgreSQL whatever the
+        # cache says, see sell_seats.)
+        self._event_ttl = event_cache_seconds
+        self._events: OrderedDict[uuid.UUID, tuple[float, EventInfo]] = OrderedDict()
         # A crowd refreshing the seat map must not compete with the buyers: each
         # replica answers GetEvent from a snapshot, dropped when this replica
         # changes the event and at most this old otherwise (other replicas'
@@ -125,8 +153,16 @@ class EventUseCases:
         venue: str,
         starts_at: datetime | None,
         tiers: Sequence[TierPlan],
+        state: EventState | None = None,
+        sale_start_time: datetime | None = None,
+        sale_end_time: datetime | None = None,
     ) -> EventView:
-        domain.check_new_event(title, venue, starts_at, description, tiers, datetime.now(UTC))
+        now = datetime.now(UTC)
+        domain.check_new_event(
+            title, venue, starts_at, description, tiers, now, sale_start_time, sale_end_time
+        )
+        if state is EventState.CANCELLED:
+            raise bad_field("event.state", "a new event is a draft or published")
         assert starts_at is not None
         info = EventInfo(
             uuid.uuid4(),
@@ -135,8 +171,12 @@ class EventUseCases:
             venue.strip(),
             starts_at,
             uuid.UUID(organizer.user_id),
-            datetime.now(UTC),
+            now,
             tuple(sorted(tiers, key=lambda plan: plan.tier)),
+            state=state or EventState.PUBLISHED,
+            sale_start_time=sale_start_time,
+            sale_end_time=sale_end_time,
+            update_time=now,
         )
         async with self._engine.begin() as conn:
             await Catalog(conn).add_event(info)
@@ -145,8 +185,8 @@ class EventUseCases:
         )
         return EventView(info, tuple(TierAvailability(p, 0, 0) for p in info.tiers))
 
-    async def get_event(self, event_id: str) -> EventView:
-        info = await self.event_info(event_id)
+    async def get_event(self, who: Caller | None, event_id: str) -> EventView:
+        info = await self.visible_event(who, event_id)
         now = time.monotonic()
         cached = self._availability.get(info.event_id)
         if cached is not None and cached[0] > now:
@@ -159,13 +199,31 @@ class EventUseCases:
         return view
 
     async def list_events(
-        self, page_size: int, page_token: str, include_started: bool
+        self, who: Caller | None, page_size: int, page_token: str, search: EventSearch
     ) -> tuple[list[EventView], str]:
         limit = pagination.page_size(page_size)
         after = pagination.decode_keyset(page_token)
+        if search.organizer_id is not None and not domain.ORGANIZER_ID.fullmatch(
+            search.organizer_id
+        ):
+            raise bad_field("organizer_id", "must be a user id (a UUID)")
+        if len(search.query) > domain.MAX_QUERY_LENGTH:
+            raise bad_field("query", f"must be at most {domain.MAX_QUERY_LENGTH} characters")
+        if (
+            search.starts_after
+            and search.starts_before
+            and search.starts_after >= search.starts_before
+        ):
+            raise bad_field("starts_before", "must be after starts_after")
+        if search.starts_after is None and not search.include_started:
+            search = dataclasses.replace(search, starts_after=datetime.now(UTC))
         async with self._engine.connect() as conn:
             found = await Catalog(conn).events_page(
-                limit + 1, after, None if include_started else datetime.now(UTC)
+                limit + 1,
+                after,
+                search,
+                None if who is None else uuid.UUID(who.user_id),
+                who is not None and who.is_admin,
             )
         page, next_token = pagination.keyset_page(found, limit, lambda e: (e.starts_at, e.event_id))
         return await self._with_availability(page), next_token
@@ -177,8 +235,9 @@ class EventUseCases:
         status: str | None,
         page_size: int,
         page_token: str,
+        who: Caller | None = None,
     ) -> tuple[list[SeatView], str]:
-        info = await self.event_info(event_id)
+        info = await self.visible_event(who, event_id)
         limit = pagination.page_size(page_size, default=100, maximum=1000)
         after_id = pagination.cursor_text(page_token, "after")
         after = domain.parse_seat_id(after_id) if after_id is not None else None
@@ -198,7 +257,9 @@ class EventUseCases:
         self, event_id: str, seat_ids: Sequence[str], owner: str, ttl_seconds: int
     ) -> HoldResult:
         info = await self.event_info(event_id)
-        self._check_on_sale(info)
+        if info.state is EventState.DRAFT:
+            raise not_found("event", event_id)  # as for any caller but its organizer
+        domain.check_on_sale(info, datetime.now(UTC))
         wanted = domain.check_seat_request(seat_ids, info)
         if not owner:
             raise bad_field("owner", "is required")
@@ -329,25 +390,110 @@ class EventUseCases:
 
     async def event_info(self, event_id: str) -> EventInfo:
         key = parse_uuid(event_id, "event_id")
-        info = self._events.get(key)
+        now = time.monotonic()
+        cached = self._events.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with self._engine.connect() as conn:
+            info = await Catalog(conn).event(key)
         if info is None:
-            async with self._engine.connect() as conn:
-                info = await Catalog(conn).event(key)
-            if info is None:
-                raise not_found("event", event_id)
-            self._events[key] = info
-            if len(self._events) > 10_000:
-                self._events.popitem(last=False)
+            raise not_found("event", event_id)
+        self._remember(info, now)
         return info
 
-    @staticmethod
-    def _check_on_sale(info: EventInfo) -> None:
-        if info.starts_at <= datetime.now(UTC):
-            raise FailedPrecondition(
-                "EVENT_STARTED",
-                "the event has started; its seats are no longer on sale",
-                {"event_id": str(info.event_id)},
+    def _remember(self, info: EventInfo, now: float | None = None) -> None:
+        self._events[info.event_id] = ((now or time.monotonic()) + self._event_ttl, info)
+        self._events.move_to_end(info.event_id)
+        if len(self._events) > 10_000:
+            self._events.popitem(last=False)
+        self._availability.pop(info.event_id, None)
+
+    async def visible_event(self, who: Caller | None, event_id: str) -> EventInfo:
+        """The event, unless it is a draft of someone else's: then it is not found."""
+        info = await self.event_info(event_id)
+        if who is None:
+            visible = info.visible_to(None, False)
+        else:
+            visible = info.visible_to(who.user_id, who.is_admin)
+        if not visible:
+            raise not_found("event", event_id)
+        return info
+
+    async def _owned_event(self, who: Caller, event_id: str, for_update: Catalog) -> EventInfo:
+        """The event read for a change by its organizer or an admin, locked."""
+        key = parse_uuid(event_id, "event_id")
+        info = await for_update.event(key, for_update=True)
+        if info is None or not info.visible_to(who.user_id, who.is_admin):
+            raise not_found("event", event_id)
+        if not (who.is_admin or str(info.organizer_id) == who.user_id):
+            raise permission_denied("only the event's organizer or an admin may change it")
+        return info
+
+    async def update_event(
+        self, who: Caller, event_id: str, changes: EventChanges, mask: Sequence[str], etag: str
+    ) -> EventView:
+        paths = domain.check_update_mask(mask)
+        now = datetime.now(UTC)
+
+        async def update(conn: AsyncConnection) -> EventInfo:
+            catalog = Catalog(conn)
+            current = await self._owned_event(who, event_id, catalog)
+            _check_etag(current, etag)
+            domain.check_changeable(current, now)
+            values: dict[str, object] = {}
+            for path in paths:
+                values[path] = getattr(changes, path)
+            if "title" in values:
+                values["title"] = changes.title.strip()
+            if "venue" in values:
+                values["venue"] = changes.venue.strip()
+            if "tiers" in values:
+                domain.check_tier_change(current, changes.tiers)
+                values["tiers"] = tuple(sorted(changes.tiers, key=lambda plan: plan.tier))
+            after = dataclasses.replace(
+                current, **values, version=current.version + 1, update_time=now
             )
+            # The event as the update leaves it is checked whole, as a new one
+            # (its start was in the future, else check_changeable refused).
+            domain.check_new_event(
+                after.title,
+                after.venue,
+                after.starts_at,
+                after.description,
+                after.tiers,
+                now,
+                after.sale_start_time,
+                after.sale_end_time,
+            )
+            if not await catalog.update_event(current, after):
+                raise etag_mismatch(current)
+            return after
+
+        info = await in_transaction(self._engine, update)
+        self._remember(info)
+        log.info("updated %s of event %s", ",".join(paths), info.event_id)
+        return await self.get_event(who, str(info.event_id))
+
+    async def publish_event(self, who: Caller, event_id: str) -> EventView:
+        now = datetime.now(UTC)
+
+        async def publish(conn: AsyncConnection) -> EventInfo:
+            catalog = Catalog(conn)
+            current = await self._owned_event(who, event_id, catalog)
+            if current.state is EventState.PUBLISHED:
+                return current  # published already: nothing to do
+            domain.check_changeable(current, now)
+            after = dataclasses.replace(
+                current, state=EventState.PUBLISHED, version=current.version + 1, update_time=now
+            )
+            if not await catalog.update_event(current, after):
+                raise etag_mismatch(current)
+            log.info("published event %s", current.event_id)
+            return after
+
+        info = await in_transaction(self._engine, publish)
+        self._remember(info)
+        return await self.get_event(who, str(info.event_id))
 
     async def _with_availability(self, infos: Sequence[EventInfo]) -> list[EventView]:
         if not infos:

@@ -11,6 +11,7 @@ from runtime.config import Env, Settings, common, hold_ttl_seconds
 class EventSettings(Settings):
     hold_ttl_seconds: int  # the longest a hold lasts, whatever the caller asks
     availability_cache_seconds: float
+    event_cache_seconds: float  # how long another replica's change may go unseen
 
     @classmethod
     def read(cls, service: str, env: Env) -> EventSettings:
@@ -18,4 +19,5 @@ class EventSettings(Settings):
             **common(service, env),
             hold_ttl_seconds=hold_ttl_seconds(env),
             availability_cache_seconds=env.number("AVAILABILITY_CACHE_SECONDS", 1.0, minimum=0),
+            event_cache_seconds=env.number("EVENT_CACHE_SECONDS", 1.0, minimum=0),
         )

@@ -47,6 +47,11 @@ current_caller: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
 )
 
 
+def optional_caller() -> Caller | None:
+    """The caller of a public RPC: who signed in, or None for anyone."""
+    return current_caller.get()
+
+
 def caller() -> Caller:
     """The signed-in caller of the current RPC (the interceptor has checked)."""
     found = current_caller.get()

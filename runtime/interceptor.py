@@ -177,8 +177,18 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
     async def _authenticate(
         self, access: int, metadata: tuple[tuple[str, str | bytes], ...] | None
     ) -> Caller | None:
+        if access == access_pb2.ACCESS_PUBLIC:
+            # Anyone may call; a signed-in caller may see more (their drafts). A
+            # token that cannot be verified counts as none: the call needs none.
+            token = bearer_token(metadata)
+            if token is None:
+                return None
+            try:
+                return await self._verifier.verify(token)
+            except ServiceError:
+                return None
         if access not in _ROLES_FOR_ACCESS:
-            return None  # public and mesh-internal RPCs need no user
+            return None  # mesh-internal RPCs need no user
         token = bearer_token(metadata)
         if token is None:
             raise unauthenticated()

@@ -59,13 +59,17 @@ SCALARS: dict[int, dict[str, Any]] = {
 # RFC 3339 as protobuf's JSON parser takes it: upper-case T and Z, an offset
 # in hours and minutes, at most nanoseconds.
 RFC3339 = (
-    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+    # Years 0001 to 9999, a Timestamp's range.
+    r"^([0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)"
+    r"-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
     r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?"
     r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
 WELL_KNOWN = {
     "google.protobuf.Timestamp": {"type": "string", "format": "date-time", "pattern": RFC3339},
     "google.protobuf.Duration": {"type": "string"},
+    # Field paths, comma-separated (the proto3 JSON mapping of a FieldMask).
+    "google.protobuf.FieldMask": {"type": "string", "pattern": "^[a-z_]+(,[a-z_]+)*$"},
 }
 # What str.strip() removes besides the control characters, which no text may hold.
 SPACES = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
@@ -258,6 +262,8 @@ class Document:
             item = self.ref(field.message_type, request)
             if rules.HasField("gte") or rules.HasField("lte"):
                 item = self.money_schema(field.message_type, rules, request)
+            elif rules.pattern:  # a FieldMask naming the paths an update takes
+                item = {**item, "pattern": rules.pattern}
         elif field.type == FieldDescriptor.TYPE_ENUM:
             values = field.enum_type.values
             if required:  # its _UNSPECIFIED value is no value
@@ -299,15 +305,27 @@ class Document:
             return {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}
         return {"application/json": {"schema": self.ref(method.output_type, request=False)}}
 
-    def operation(self, method: MethodDescriptor, template: str, body: str) -> dict[str, Any]:
+    def path_schema(self, message: Descriptor, name: str) -> dict[str, Any]:
+        """A path parameter's schema; `event.event_id` names a field of a field."""
+        *outer, last = name.split(".")
+        for part in outer:
+            message = message.fields_by_name[part].message_type
+        field = message.fields_by_name[last]
+        if field_behavior_pb2.OUTPUT_ONLY in behaviors(field):  # the resource's own id
+            return {"type": "string", "format": "uuid"}
+        return self.field_schema(field, request=True)
+
+    def operation(
+        self, method: MethodDescriptor, template: str, body: str, verb: str = ""
+    ) -> dict[str, Any]:
         message = method.input_type
         path_fields = set(re.findall(r"\{([^}=]+)", template))
         parameters = [
             {
-                "name": name,
+                "name": name.rsplit(".", 1)[-1],
                 "in": "path",
                 "required": True,
-                "schema": self.field_schema(message.fields_by_name[name], request=True),
+                "schema": self.path_schema(message, name),
             }
             for name in sorted(path_fields)
         ]
@@ -333,20 +351,35 @@ class Document:
                 field = message.fields_by_name[body]
                 schema = self.field_schema(field, request=True)
                 required = field_behavior_pb2.REQUIRED in behaviors(field)
+                if verb == "PATCH":
+                    # An update carries only the fields its mask names (AIP-134),
+                    # and null for one it clears.
+                    schema = self.object_schema(field.message_type, request=True)
+                    schema.pop("required", None)
+                    schema["properties"] = {
+                        name: {"anyOf": [value, {"type": "null"}]}
+                        for name, value in schema["properties"].items()
+                    }
             operation["requestBody"] = {
                 "required": required,
                 "content": {"application/json": {"schema": schema}},
             }
-        else:
+        if body != "*":
             for field in message.fields:
-                if field.name not in path_fields and field.type != FieldDescriptor.TYPE_MESSAGE:
-                    parameters.append(
-                        {
-                            "name": field.name,
-                            "in": "query",
-                            "schema": self.field_schema(field, request=True),
-                        }
-                    )
+                if field.name in path_fields or field.name == body:
+                    continue
+                if (
+                    field.type != FieldDescriptor.TYPE_MESSAGE
+                    or field.message_type.full_name in WELL_KNOWN
+                ):
+                    parameter = {
+                        "name": field.name,
+                        "in": "query",
+                        "schema": self.field_schema(field, request=True),
+                    }
+                    if field_behavior_pb2.REQUIRED in behaviors(field):
+                        parameter["required"] = True
+                    parameters.append(parameter)
         if parameters:
             operation["parameters"] = parameters
         if method.GetOptions().Extensions[access_pb2.access] != access_pb2.ACCESS_PUBLIC:
@@ -362,7 +395,11 @@ def document(descriptor_set: Path) -> dict[str, Any]:
             binding = http_binding(method)
             if binding:
                 verb, template, body = binding
-                paths.setdefault(template, {})[verb.lower()] = doc.operation(method, template, body)
+                # `{event.event_id}` is the path's `{event_id}` (one path, its methods).
+                path = re.sub(r"\{[a-z_]+\.([a-z_]+)\}", r"{\1}", template)
+                paths.setdefault(path, {})[verb.lower()] = doc.operation(
+                    method, template, body, verb
+                )
     return {
         "openapi": "3.1.0",
         "info": {

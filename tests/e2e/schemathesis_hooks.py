@@ -7,18 +7,22 @@ these hooks make the requests the fuzzer means to be valid keep them, so that
 "schema-valid request rejected" keeps its meaning for everything else. Each
 fix names its rule. Requests meant to be invalid are left as generated.
 
-Two kinds of finding are dropped (filter_failure), each for a reason below.
+Three kinds of finding are dropped (filter_failure), each for a reason below.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 import schemathesis
 
 from auth.domain import common_passwords
@@ -47,10 +51,41 @@ def tier_name(tier: str | int) -> str:
 
 
 def create_event(event: dict[str, Any]) -> None:
-    """starts_at in the future and within the horizon; each tier once, one
+    """starts_at in the future and within the horizon; a sale window inside
+    [now, starts_at]; a new event a draft or published; each tier once, one
     currency, and (see FUZZ_EVENT_SEATS) few seats in all."""
     ahead = timedelta(seconds=random.uniform(60, MAX_EVENT_HORIZON.total_seconds() - 86_400))
     event["starts_at"] = (datetime.now(UTC) + ahead).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # The window, if any, is the first half of the time until the start.
+    if "sale_start_time" in event:
+        event["sale_start_time"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if "sale_end_time" in event:
+        end = datetime.now(UTC) + ahead / 2
+        event["sale_end_time"] = end.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if event.get("state") in ("EVENT_STATE_CANCELLED", event_pb2.EVENT_STATE_CANCELLED):
+        event["state"] = "EVENT_STATE_DRAFT"
+    fix_tiers(event)
+
+
+def update_event(event: dict[str, Any], query: dict[str, Any]) -> None:
+    """What create_event asks of the fields the mask names; a required field the
+    mask names is given (an update to nothing clears it, which it cannot be),
+    and a sale window is cleared (its bounds must fit the stored event's)."""
+    mask = [p for p in str(query.get("update_mask", "")).split(",") if p]
+    for required in ("title", "venue", "starts_at", "tiers"):
+        if required in mask and event.get(required) is None:
+            mask.remove(required)
+    for bound in ("sale_start_time", "sale_end_time"):
+        event.pop(bound, None)
+    query["update_mask"] = ",".join(mask or ["description"])
+    if event.get("starts_at") is not None:
+        ahead = timedelta(seconds=random.uniform(60, MAX_EVENT_HORIZON.total_seconds() - 86_400))
+        event["starts_at"] = (datetime.now(UTC) + ahead).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if event.get("tiers") is not None:
+        fix_tiers(event)
+
+
+def fix_tiers(event: dict[str, Any]) -> None:
     tiers = list({tier_name(tier["tier"]): tier for tier in event["tiers"]}.values())
     share = FUZZ_EVENT_SEATS // len(tiers)
     for tier in tiers:
@@ -94,7 +129,13 @@ def map_case(context: Any, case: Any) -> Any:
         register(case.body)
     elif label == "POST /v1/bookings" and isinstance(case.body, dict):
         book(case.body)
-    elif case.query and "page_token" in case.query:
+    elif label == "PATCH /v1/events/{event_id}" and isinstance(case.body, dict):
+        case.query = dict(case.query or {})
+        update_event(case.body, case.query)
+    if label == "GET /v1/events" and case.query and "starts_before" in case.query:
+        # A time range ends after it starts.
+        case.query.pop("starts_after", None)
+    if case.query and "page_token" in case.query:
         # A page token is an opaque cursor only the server makes.
         del case.query["page_token"]
     return case
@@ -114,6 +155,8 @@ def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool
       as malformed before any route (its detail: query_missing_content_type).
       With a content type it gets the 405 and Allow every other method gets
       (test_openapi.py::test_undeclared_methods_are_405_with_allow).
+    - An update accepted although a field of its body is invalid, when that
+      field is one its mask does not name: the server does not read it.
     """
     if failure.code == "ST202" and response.status_code == 400:
         try:
@@ -124,4 +167,24 @@ def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool
         return status.get("code") != FAILED_PRECONDITION and not reasons & SERVER_MADE
     if failure.code == "ST204" and case.method.upper() == "QUERY":
         return response.status_code != 400
+    if failure.code == "ST201" and case.operation.label == "PATCH /v1/events/{event_id}":
+        return not only_unread_fields_invalid(case)
     return True
+
+
+@functools.cache
+def _patch_event_schema() -> dict[str, Any]:
+    document = json.loads((Path(__file__).parents[2] / "gen" / "openapi.json").read_text())
+    body = document["paths"]["/v1/events/{event_id}"]["patch"]["requestBody"]
+    return {"components": document["components"], **body["content"]["application/json"]["schema"]}
+
+
+def only_unread_fields_invalid(case: Any) -> bool:
+    """An update reads the fields its mask names (and the etag) only (AIP-134):
+    an invalid value elsewhere in the body is not read, so not refused."""
+    mask = str((case.query or {}).get("update_mask", ""))
+    if not isinstance(case.body, dict) or not re.fullmatch(r"[a-z_]+(,[a-z_]+)*", mask):
+        return False
+    schema = _patch_event_schema()
+    read = {k: v for k, v in case.body.items() if k in {*mask.split(","), "etag"}}
+    return jsonschema_rs.Draft202012Validator(schema, validate_formats=True).is_valid(read)

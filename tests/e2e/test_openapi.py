@@ -105,6 +105,13 @@ def calls(world: dict[str, Any]) -> dict[str, tuple[str, str, Any, str | None]]:
         ),
         "EventService_CreateEvent": ("POST", "/v1/events", event_body(), admin),
         "EventService_GetEvent": ("GET", f"/v1/events/{event_id}", None, None),
+        "EventService_UpdateEvent": (
+            "PATCH",
+            f"/v1/events/{event_id}?update_mask=description",
+            {"description": "Edited"},
+            admin,
+        ),
+        "EventService_PublishEvent": ("POST", f"/v1/events/{event_id}:publish", {}, admin),
         "EventService_ListEvents": ("GET", "/v1/events?page_size=2", None, None),
         "EventService_ListSeats": ("GET", f"/v1/events/{event_id}/seats?tier=TIER_VIP", None, None),
         "EventService_GetSalesReport": ("GET", f"/v1/events/{event_id}/sales", None, admin),
