@@ -40,6 +40,22 @@ events = sa.Table(
     sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint("state IN (1, 2, 3)", name="event_state_valid"),
     sa.Index("events_by_start", "starts_at", "event_id"),
+    # ListEvents' filters (event migration 0006): an organizer's events, the
+    # events in a state, and title or venue text (trigrams serve ILIKE '%...%').
+    sa.Index("events_by_organizer", "organizer_id", "starts_at", "event_id"),
+    sa.Index("events_by_state", "state", "starts_at", "event_id"),
+    sa.Index(
+        "events_title_trigrams",
+        "title",
+        postgresql_using="gin",
+        postgresql_ops={"title": "gin_trgm_ops"},
+    ),
+    sa.Index(
+        "events_venue_trigrams",
+        "venue",
+        postgresql_using="gin",
+        postgresql_ops={"venue": "gin_trgm_ops"},
+    ),
 )
 
 event_tiers = sa.Table(

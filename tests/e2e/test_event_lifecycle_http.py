@@ -280,3 +280,91 @@ def test_racing_edits_with_one_etag_let_one_through(edge: Edge, organizer: str) 
     assert sorted(r.status for r in replies) == [200] + [409] * 5
     winner = next(r for r in replies if r.status == 200).body
     assert edge.get(f"/v1/events/{event['event_id']}").body["title"] == winner["title"]
+
+
+def listed_ids(edge: Edge, query: str, token: str | None = None) -> list[str]:
+    """Every event a search finds, following its pages."""
+    found: list[str] = []
+    token_part = ""
+    while True:
+        reply = edge.get(f"/v1/events?page_size=2&{query}{token_part}", token=token)
+        assert reply.status == 200, reply.body
+        found += [e["event_id"] for e in reply.body.get("events", [])]
+        next_token = reply.body.get("next_page_token")
+        if not next_token:
+            return found
+        token_part = f"&page_token={next_token}"
+
+
+def test_search_filters_by_organizer_time_state_and_text(
+    edge: Edge, keys_dir: Path, admin: str
+) -> None:
+    organizer_id = str(uuid.uuid4())
+    mine = mint_token(keys_dir, role="organizer", user_id=organizer_id)
+    tag = uuid.uuid4().hex[:8]
+    made = {
+        name: create(
+            edge,
+            mine,
+            title=title,
+            venue=venue,
+            starts_at=rfc3339(datetime.now(UTC) + timedelta(days=days)),
+            **({"state": "EVENT_STATE_DRAFT"} if name == "draft" else {}),
+        )["event_id"]
+        for name, title, venue, days in [
+            ("soon", f"Jazz {tag} Night", "Blue Room", 2),
+            ("later", f"Rock {tag}", "Arena jazz_club", 20),
+            ("latest", f"Folk {tag}", "Barn", 40),
+            ("draft", f"Jazz {tag} rehearsal", "Blue Room", 10),
+        ]
+    }
+    other = create(edge, mint_token(keys_dir, role="organizer"), title=f"Jazz {tag} elsewhere")
+
+    by_organizer = listed_ids(edge, f"organizer_id={organizer_id}")
+    assert by_organizer == [made["soon"], made["later"], made["latest"]]  # by start, no draft
+    assert listed_ids(edge, f"organizer_id={organizer_id}", token=mine) == [
+        made["soon"],
+        made["draft"],
+        made["later"],
+        made["latest"],
+    ]
+    # Title or venue, ignoring case; '_' and '%' are themselves, not wildcards.
+    assert listed_ids(edge, f"query=JAZZ%20{tag}") == [made["soon"], other["event_id"]]
+    assert listed_ids(edge, f"organizer_id={organizer_id}&query=jazz") == [
+        made["soon"],
+        made["later"],
+    ]
+    assert listed_ids(edge, f"organizer_id={organizer_id}&query=jazz_club") == [made["later"]]
+    assert listed_ids(edge, f"organizer_id={organizer_id}&query=z_c%25") == []
+    now = datetime.now(UTC)
+    window = (
+        f"organizer_id={organizer_id}&starts_after={rfc3339(now + timedelta(days=5))}"
+        f"&starts_before={rfc3339(now + timedelta(days=30))}"
+    )
+    assert listed_ids(edge, window) == [made["later"]]
+    assert listed_ids(edge, window, token=mine) == [made["draft"], made["later"]]
+    drafts = f"organizer_id={organizer_id}&state=EVENT_STATE_DRAFT"
+    assert listed_ids(edge, drafts) == [] and listed_ids(edge, drafts, token=mine) == [
+        made["draft"]
+    ]
+    assert made["draft"] in listed_ids(edge, f"state=EVENT_STATE_DRAFT&query={tag}", token=admin)
+    published = f"organizer_id={organizer_id}&state=EVENT_STATE_PUBLISHED"
+    assert listed_ids(edge, published, token=mine) == by_organizer
+
+
+def test_bad_searches_are_400(edge: Edge) -> None:
+    now = datetime.now(UTC)
+    for query, field in [
+        ("organizer_id=nobody", "organizer_id"),
+        ("query=" + "x" * 101, "query"),
+        (
+            f"starts_after={rfc3339(now + timedelta(days=2))}"
+            f"&starts_before={rfc3339(now + timedelta(days=1))}",
+            "starts_before",
+        ),
+    ]:
+        reply = edge.get(f"/v1/events?{query}")
+        assert_error(reply, 400)
+        assert set(reply.violations) == {field}, query
+    assert_error(edge.get("/v1/events?state=EVENT_STATE_GONE"), 400)
+    assert_error(edge.get("/v1/events?starts_after=yesterday"), 400)

@@ -100,7 +100,7 @@ async def run_scenario(mesh: Mesh, operations: list[tuple[str, int, list[str]]])
 
 
 async def check_invariants(harness: Harness, event_id: str, expected: dict[str, str]) -> None:
-    view = await harness.events.get_event(event_id)
+    view = await harness.events.get_event(None, event_id)
     async with harness.engine.connect() as conn:
         recount = dict(
             (
