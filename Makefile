@@ -16,9 +16,9 @@ TEST_REDIS_DB ?= 15
 TEST_REPLICAS_REDIS_DB ?= 14
 export TEST_NAMESPACE TEST_REDIS_DB
 
-.PHONY: setup protos keys certs rotate-certs up down logs test tools lint readme format bench clean
+.PHONY: setup protos stubs keys certs rotate-certs up down logs test tools lint readme format bench clean
 
-setup: $(VENV)/.installed node_modules/.installed gen/.stamp keys certs
+setup: $(VENV)/.installed node_modules/.installed gen/.stamp gen/stubs.stamp keys certs
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -39,6 +39,23 @@ gen/.stamp: $(PROTOS) scripts/protos.sh scripts/openapi.py scripts/postman.mjs \
 	scripts/protos.sh $(PY)
 	node scripts/postman.mjs gen/openapi.json gen/postman/ticketing.postman_collection.json
 	touch $@
+
+# Client stubs of every contract: Go (gen/go, the package tree of
+# ticketing.local/gen/go) and TypeScript (gen/ts, protobuf-es); the Python ones
+# are gen/ticketing, made above. The templates are buf.gen.go.yaml and
+# buf.gen.ts.yaml; the Go plugins are Debian's (`make tools`). Go builds
+# offline in GOPATH mode (GO_ENV): the stubs through the link in var/gopath,
+# grpc, protobuf and genproto from Debian's /usr/share/gocode.
+stubs: gen/.stamp gen/stubs.stamp
+
+gen/stubs.stamp: $(PROTOS) buf.gen.go.yaml buf.gen.ts.yaml node_modules/.installed | tools
+	buf generate --template buf.gen.go.yaml
+	buf generate --template buf.gen.ts.yaml
+	mkdir -p var/gopath/src/ticketing.local/gen
+	ln -sfn ../../../../../gen/go var/gopath/src/ticketing.local/gen/go
+	touch $@
+
+GO_ENV := GO111MODULE=off GOPROXY=off GOFLAGS= GOPATH=$(abspath var/gopath):/usr/share/gocode
 
 # Development signing keys (access tokens, tickets): made once, never committed.
 keys: $(VENV)/.installed gen/.stamp
@@ -64,18 +81,26 @@ down:
 logs:
 	tail -n 40 -F var/log/*.log
 
-test: setup tools
+test: tools setup
 	$(PY) scripts/mesh.py backing
 	$(PY) -m pytest $(PYTEST_ARGS)
 	# The booking races again, with event and booking running as two processes each.
 	TEST_REPLICAS=2 TEST_NAMESPACE=$(TEST_NAMESPACE)_replicas TEST_REDIS_DB=$(TEST_REPLICAS_REDIS_DB) \
 		$(PY) -m pytest tests/e2e/test_booking_http.py -k "race or same_request or contention" $(PYTEST_ARGS)
 
-# docker-compose (Debian's package) checks docker-compose.yml in the tests.
+# Debian's packages the tests use, installed when missing (as root):
+# docker-compose checks docker-compose.yml; Go, its protoc plugins and the
+# grpc, protobuf (v2 API, with the 1.5 github.com/golang/protobuf shim grpc
+# needs) and genproto sources build the Go client without the module proxy.
+DEBS := docker-compose golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
+	golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev golang-google-genproto-dev
 tools:
-	@command -v docker-compose >/dev/null || [ "$$(id -u)" != 0 ] || \
-		{ apt-get install -y -q docker-compose >/dev/null 2>&1 || \
-		  { apt-get update -q >/dev/null && apt-get install -y -q docker-compose >/dev/null; }; }
+	@missing=$$(for deb in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$deb 2>/dev/null \
+		| grep -q '^install ok installed' || echo $$deb; done); \
+	[ -z "$$missing" ] || [ "$$(id -u)" != 0 ] || \
+		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1 || \
+		  { apt-get update -q >/dev/null && \
+		    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; }
 
 lint: setup
 	$(VENV)/bin/ruff check .

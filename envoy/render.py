@@ -20,22 +20,41 @@ files of runtime.tls (TLS_DIR, or TLS_CA_FILE / TLS_CERT_FILE / TLS_KEY_FILE).
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import any_pb2
 from google.protobuf.descriptor import MethodDescriptor
+from google.rpc import error_details_pb2, status_pb2
 
 from runtime.config import REPO_ROOT, SERVICES, ConfigError, Env, grpc_addr, retry_policy
 from runtime.contracts import PROTO_SERVICES, http_binding
+from runtime.status import ERROR_DOMAIN
 from runtime.tls import TlsFiles, spiffe_id
 from ticketing.common.v1 import access_pb2
 
-# gRPC code for each HTTP status Envoy may answer by itself, so that every
-# error body has the google.rpc.Status shape {code, message, details}.
-LOCAL_REPLY_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 405: 12, 413: 3, 429: 8, 503: 14, 504: 4}
+# What Envoy answers by itself, per HTTP status: the gRPC code (for a gRPC
+# caller's grpc-status and every error body's `code`), the ErrorInfo reason
+# and the message. An HTTP caller gets google.rpc.Status JSON; a gRPC or
+# gRPC-Web caller a real gRPC status (see local_reply_config).
+LOCAL_REPLIES: dict[int, tuple[int, str, str]] = {
+    400: (3, "INVALID_REQUEST", "the request is malformed"),
+    401: (16, "UNAUTHENTICATED", "a valid access token is required"),
+    403: (7, "PERMISSION_DENIED", "the access token does not allow this"),
+    # Through Envoy, an RPC with no public route does not exist: UNIMPLEMENTED.
+    404: (12, "NO_ROUTE", "no such route"),
+    405: (12, "METHOD_NOT_ALLOWED", "the path does not take this method"),
+    413: (3, "REQUEST_TOO_LARGE", "the request body is too large"),
+    429: (8, "RATE_LIMITED", "too many requests, try again later"),
+    503: (14, "UNAVAILABLE", "the service is unavailable"),
+    504: (4, "DEADLINE_EXCEEDED", "the service did not answer in time"),
+}
+# The code an HTTP caller's JSON says where it differs (an unknown URL is NOT_FOUND).
+HTTP_CODES = {404: 5}
 JWT_PROVIDER = "ticketing"
 RATE_LIMITED = {"/ticketing.auth.v1.AuthService/Login", "/ticketing.auth.v1.AuthService/Register"}
 # The routes that run the booking saga: their timeout derives from the saga's
@@ -49,6 +68,7 @@ DEFAULT_TIMEOUT = 10
 # Every setting read here, checked once the config is rendered.
 ENV = Env()
 CORS_HEADERS = "authorization,content-type,x-request-id,x-grpc-web,x-user-agent,grpc-timeout"
+ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
 CORS_EXPOSED = "grpc-status,grpc-message,grpc-status-details-bin,x-request-id"
 
 
@@ -320,6 +340,10 @@ def jwt_filter(edge_port: int) -> dict[str, Any]:
     }
 
 
+def max_request_bytes() -> int:
+    return ENV.integer("MAX_REQUEST_BYTES", 65536, minimum=1024)
+
+
 def transcoder_filter(descriptor_path: Path) -> dict[str, Any]:
     return {
         "name": "envoy.filters.http.grpc_json_transcoder",
@@ -334,7 +358,7 @@ def transcoder_filter(descriptor_path: Path) -> dict[str, Any]:
                 "preserve_proto_field_names": True,
             },
             "convert_grpc_status": True,
-            "max_request_body_size": ENV.integer("MAX_REQUEST_BYTES", 65536, minimum=1024),
+            "max_request_body_size": max_request_bytes(),
             "request_validation_options": {
                 "reject_unknown_method": True,
                 "reject_unknown_query_parameters": True,
@@ -360,13 +384,35 @@ def cors_policy() -> dict[str, Any]:
     }
 
 
-def local_reply_config() -> dict[str, Any]:
-    """Envoy's own error answers as google.rpc.Status JSON; its 200s (the OpenAPI
-    document) untouched."""
+def status_details(code: int, reason: str, message: str) -> str:
+    """grpc-status-details-bin: a google.rpc.Status with one ErrorInfo, base64."""
+    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
+    details = any_pb2.Any()
+    details.Pack(info)
+    status = status_pb2.Status(code=code, message=message, details=[details])
+    return base64.b64encode(status.SerializeToString()).decode()
 
-    def body(code: int) -> dict[str, Any]:
+
+def local_reply_config() -> dict[str, Any]:
+    """Envoy's own error answers (jwt_authn, the rate limiter, the body limit,
+    no route, ...). A gRPC or gRPC-Web caller (its content-type is
+    application/grpc by now: the grpc_web filter rewrote it) gets a
+    trailers-only reply (HTTP 200, no body) whose grpc-status is the code,
+    grpc-message the plain message, and grpc-status-details-bin a
+    google.rpc.Status of both with the ErrorInfo, as the services send. It is
+    marked application/grpc, so neither Envoy nor the grpc_web filter derives
+    another grpc-status from the HTTP status. Any other caller gets
+    google.rpc.Status JSON with the same ErrorInfo and Envoy's own message
+    ("Jwt is missing"). Envoy's 200s (the OpenAPI document) are untouched."""
+
+    def json_body(code: int, reason: str | None) -> dict[str, Any]:
+        details = (
+            []
+            if reason is None
+            else [{"@type": ERROR_INFO_TYPE, "reason": reason, "domain": ERROR_DOMAIN}]
+        )
         return {
-            "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": []},
+            "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%", "details": details},
             "content_type": "application/json",
         }
 
@@ -380,13 +426,46 @@ def local_reply_config() -> dict[str, Any]:
             }
         }
 
+    grpc_caller = {
+        "header_filter": {
+            "header": {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
+        }
+    }
+
+    def header(key: str, value: str) -> dict[str, Any]:
+        return {
+            "header": {"key": key, "value": value},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+
+    grpc_mappers = [
+        {
+            "filter": {"and_filter": {"filters": [grpc_caller, status_is("EQ", status)]}},
+            # A gRPC reply is HTTP 200 whatever its grpc-status (Envoy sets it
+            # for gRPC callers; gRPC-Web ones would keep the 401).
+            "status_code": 200,
+            "body": {"inline_string": ""},
+            "headers_to_add": [
+                header("content-type", "application/grpc"),
+                header("grpc-status", str(code)),
+                header("grpc-message", message),
+                header("grpc-status-details-bin", status_details(code, reason, message)),
+            ],
+        }
+        for status, (code, reason, message) in LOCAL_REPLIES.items()
+    ]
+    http_mappers = [
+        {
+            "filter": status_is("EQ", status),
+            "body_format_override": json_body(HTTP_CODES.get(status, code), reason),
+        }
+        for status, (code, reason, _) in LOCAL_REPLIES.items()
+    ]
     return {
         "mappers": [
-            *(
-                {"filter": status_is("EQ", status), "body_format_override": body(code)}
-                for status, code in LOCAL_REPLY_CODES.items()
-            ),
-            {"filter": status_is("GE", 400), "body_format_override": body(2)},
+            *grpc_mappers,
+            *http_mappers,
+            {"filter": status_is("GE", 400), "body_format_override": json_body(2, None)},
         ],
     }
 
@@ -438,6 +517,13 @@ def config(descriptor_path: Path) -> dict[str, Any]:
             filter_("envoy.filters.http.grpc_web", "filters.http.grpc_web.v3.GrpcWeb"),
             jwt_filter(edge_port),
             transcoder_filter(descriptor_path),
+            # The same body limit for gRPC and gRPC-Web requests, which the
+            # transcoder passes through unmeasured (every public RPC is unary).
+            filter_(
+                "envoy.filters.http.buffer",
+                "filters.http.buffer.v3.Buffer",
+                max_request_bytes=max_request_bytes(),
+            ),
             filter_(
                 "envoy.filters.http.local_ratelimit",
                 "filters.http.local_ratelimit.v3.LocalRateLimit",

@@ -18,6 +18,7 @@ from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 
 CLIENTS = [
     "clients/curl/purchase.sh",
+    "clients/go/main.go",
     "clients/grpcurl/purchase.sh",
     "clients/node/purchase.test.mjs",
     "clients/grpc-web/list-events.mjs",
@@ -25,7 +26,7 @@ CLIENTS = [
 ]
 
 
-def run(mesh: Mesh, *argv: str) -> str:
+def run(mesh: Mesh, *argv: str, **extra: str) -> str:
     env = {
         **os.environ,
         "EDGE": f"http://127.0.0.1:{mesh.env['EDGE_PORT']}",
@@ -39,6 +40,7 @@ def run(mesh: Mesh, *argv: str) -> str:
         "ADMIN_PASSWORD": ADMIN_PASSWORD,
         "TLS_DIR": str(mesh.tls_dir),
         "GRPCURL": shutil.which("grpcurl") or str(REPO / ".venv" / "bin" / "grpcurl"),
+        **extra,
     }
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -68,6 +70,34 @@ def test_grpcurl_purchase(mesh: Mesh) -> None:
 def test_node_grpc_client(mesh: Mesh) -> None:
     out = run(mesh, "node", "--test", "clients/node/purchase.test.mjs")
     assert "# pass 1" in out and "# fail 0" in out
+
+
+def go_env() -> dict[str, str]:
+    """Go in GOPATH mode, offline: the stubs of gen/go as ticketing.local/gen/go
+    (the link `make stubs` puts in var/gopath) and grpc, protobuf and genproto
+    from Debian's packages in /usr/share/gocode."""
+    return {
+        "GO111MODULE": "off",
+        "GOPATH": f"{REPO / 'var' / 'gopath'}{os.pathsep}/usr/share/gocode",
+        "GOFLAGS": "",
+        "GOPROXY": "off",
+    }
+
+
+def test_go_client(mesh: Mesh, tmp_path: Path) -> None:
+    """The Go client built from gen/go against Debian's grpc: the purchase,
+    and two refusals read to their ErrorInfo reason, one from the booking
+    service, one from Envoy's jwt_authn (no token)."""
+    binary = tmp_path / "purchase-go"
+    run(mesh, "go", "build", "-o", str(binary), "./clients/go", **go_env())
+    lines = run(mesh, str(binary), EDGE=f"127.0.0.1:{mesh.env['EDGE_PORT']}").splitlines()
+    assert lines == [
+        "BOOKING_STATE_CONFIRMED 30000 USD",
+        "2 seats: vip-1-1 vip-1-2",
+        "refused: Aborted SEAT_UNAVAILABLE",
+        "BOOKING_STATE_CANCELLED",
+        "refused: Unauthenticated UNAUTHENTICATED",
+    ]
 
 
 def test_grpc_web_call(mesh: Mesh) -> None:

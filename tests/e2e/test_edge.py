@@ -6,15 +6,20 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import shutil
+import subprocess
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from runtime.signing import generate_key
-from scripts.mesh import Mesh, free_port
+from runtime.status import ERROR_DOMAIN
+from scripts.mesh import REPO, Mesh, free_port
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.e2e.test_auth_http import assert_error
 from tests.support import (
@@ -25,7 +30,7 @@ from tests.support import (
     unique_email,
     wait_for,
 )
-from ticketing.auth.v1 import auth_pb2
+from ticketing.auth.v1 import auth_pb2, auth_pb2_grpc
 from ticketing.event.v1 import event_pb2, event_pb2_grpc
 
 
@@ -227,3 +232,151 @@ def test_every_service_exports_prometheus_metrics(edge: Edge, mesh: Mesh) -> Non
         lambda: 'outcome="handled",queue="notification"' in scrape("notification"),
         "the welcome message to be counted",
     )
+
+
+# Envoy's own refusals, as each kind of caller reads them (DESIGN §15).
+
+
+def error_info(status_details_bin: str | bytes) -> tuple[int, str, str]:
+    """(code, message, ErrorInfo reason) of a grpc-status-details-bin value."""
+    raw = (
+        status_details_bin
+        if isinstance(status_details_bin, bytes)
+        else (base64.b64decode(status_details_bin + "=" * (-len(status_details_bin) % 4)))
+    )
+    status = status_pb2.Status.FromString(raw)
+    info = error_details_pb2.ErrorInfo()
+    assert len(status.details) == 1 and status.details[0].Unpack(info), status
+    assert info.domain == ERROR_DOMAIN
+    return status.code, status.message, info.reason
+
+
+def refused_over_grpc(
+    call: grpc.UnaryUnaryMultiCallable, request: object, **kwargs: object
+) -> tuple[grpc.StatusCode, str, str]:
+    """(code, grpc-message, ErrorInfo reason) of a gRPC call Envoy refuses."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call(request, timeout=10, **kwargs)
+    error = caught.value
+    trailers = dict(error.trailing_metadata() or ())
+    code, _, reason = error_info(trailers["grpc-status-details-bin"])
+    assert code == error.code().value[0]
+    return error.code(), error.details(), reason
+
+
+@pytest.fixture(scope="module")
+def edge_channel(mesh: Mesh) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{mesh.env['EDGE_PORT']}") as channel:
+        yield channel
+
+
+def test_envoy_refusals_are_grpc_statuses_with_error_info(edge_channel: grpc.Channel) -> None:
+    auth = auth_pb2_grpc.AuthServiceStub(edge_channel)
+    events = event_pb2_grpc.EventServiceStub(edge_channel)
+    # jwt_authn: no token, and a token that is not one.
+    code, message, reason = refused_over_grpc(auth.GetMe, auth_pb2.GetMeRequest())
+    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
+    assert message == "a valid access token is required"  # plain text, not a JSON document
+    code, message, reason = refused_over_grpc(
+        auth.GetMe, auth_pb2.GetMeRequest(), metadata=[("authorization", "Bearer not.a.jwt")]
+    )
+    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
+    assert not message.startswith("{")
+    # No route: an internal RPC does not exist at the edge.
+    code, _, reason = refused_over_grpc(
+        events.LockSeat,
+        event_pb2.LockSeatRequest(event_id=str(uuid.uuid4()), seat_ids=["vip-1-1"], owner="x"),
+    )
+    assert (code, reason) == (grpc.StatusCode.UNIMPLEMENTED, "NO_ROUTE")
+    # The body limit holds for gRPC requests too.
+    huge = auth_pb2.RegisterRequest(email=unique_email(), password="x" * 200_000, display_name="B")
+    code, _, reason = refused_over_grpc(auth.Register, huge)
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "REQUEST_TOO_LARGE")
+
+
+def grpc_web_refusal(
+    edge: Edge, path: str, request: bytes, source: str = "127.0.0.1"
+) -> dict[str, str]:
+    """The headers of a gRPC-Web call Envoy refuses (a trailers-only reply), from `source`."""
+    host, port = edge.base_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10, source_address=(source, 0))
+    frame = b"\x00" + len(request).to_bytes(4, "big") + request
+    connection.request(
+        "POST",
+        path,
+        frame,
+        {
+            "content-type": "application/grpc-web+proto",
+            "x-grpc-web": "1",
+            "origin": "http://localhost:3000",
+        },
+    )
+    reply = connection.getresponse()
+    reply.read()
+    connection.close()
+    assert reply.status == 200
+    return {k.lower(): v for k, v in reply.getheaders()}
+
+
+def test_envoy_refusals_reach_grpc_web_callers_with_error_info(
+    edge: Edge, strict_edge: Edge
+) -> None:
+    headers = grpc_web_refusal(
+        edge, "/ticketing.auth.v1.AuthService/GetMe", auth_pb2.GetMeRequest().SerializeToString()
+    )
+    assert headers["content-type"].startswith("application/grpc-web")
+    assert headers["grpc-status"] == "16"
+    assert headers["grpc-message"] == "a valid access token is required"
+    assert error_info(headers["grpc-status-details-bin"])[::2] == (16, "UNAUTHENTICATED")
+    # A browser may read them: CORS exposes the three headers.
+    exposed = headers["access-control-expose-headers"].split(",")
+    assert {"grpc-status", "grpc-message", "grpc-status-details-bin"} <= set(exposed)
+    # The login limit (3 a minute on the strict edge), from an address of its own.
+    login = auth_pb2.LoginRequest(
+        email=unique_email("web-flood"), password="nope"
+    ).SerializeToString()
+    statuses = [
+        grpc_web_refusal(strict_edge, "/ticketing.auth.v1.AuthService/Login", login, "127.0.0.5")
+        for _ in range(4)
+    ]
+    assert [s["grpc-status"] for s in statuses] == ["16", "16", "16", "8"]
+    assert error_info(statuses[3]["grpc-status-details-bin"])[::2] == (8, "RATE_LIMITED")
+
+
+def test_envoy_refusals_stay_json_for_http_callers(edge: Edge) -> None:
+    reply = edge.get("/v1/users/me")
+    assert_error(reply, 401)
+    assert reply.body == {
+        "code": 16,
+        "message": "Jwt is missing",
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "UNAUTHENTICATED",
+                "domain": ERROR_DOMAIN,
+            }
+        ],
+    }
+    assert edge.get("/v2/nothing").body["code"] == 5  # NOT_FOUND, for a URL
+
+
+def test_grpcurl_reads_envoys_refusal(mesh: Mesh) -> None:
+    """grpcurl through Envoy (the descriptor set instead of reflection, which
+    the edge does not route): the missing token is Unauthenticated with its ErrorInfo."""
+    grpcurl = shutil.which("grpcurl") or str(REPO / ".venv" / "bin" / "grpcurl")
+    done = subprocess.run(
+        [
+            grpcurl,
+            "-plaintext",
+            "-protoset",
+            str(REPO / "gen" / "descriptors.binpb"),
+            f"127.0.0.1:{mesh.env['EDGE_PORT']}",
+            "ticketing.auth.v1.AuthService/GetMe",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode != 0
+    assert "Code: Unauthenticated" in done.stderr, done.stderr
+    assert '"reason":"UNAUTHENTICATED"' in done.stderr, done.stderr

