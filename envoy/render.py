@@ -426,9 +426,30 @@ def local_reply_config() -> dict[str, Any]:
             }
         }
 
+    # A gRPC caller: gRPC content (the grpc_web filter has made gRPC-Web
+    # requests gRPC by now), and not an HTTP/JSON request that the transcoder
+    # has rewritten to gRPC (it keeps the URL in x-envoy-original-path).
     grpc_caller = {
-        "header_filter": {
-            "header": {"name": "content-type", "string_match": {"prefix": "application/grpc"}}
+        "and_filter": {
+            "filters": [
+                {
+                    "header_filter": {
+                        "header": {
+                            "name": "content-type",
+                            "string_match": {"prefix": "application/grpc"},
+                        }
+                    }
+                },
+                {
+                    "header_filter": {
+                        "header": {
+                            "name": "x-envoy-original-path",
+                            "present_match": True,
+                            "invert_match": True,
+                        }
+                    }
+                },
+            ]
         }
     }
 

@@ -19,6 +19,7 @@ from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 CLIENTS = [
     "clients/curl/purchase.sh",
     "clients/go/main.go",
+    "clients/ts/purchase.test.ts",
     "clients/grpcurl/purchase.sh",
     "clients/node/purchase.test.mjs",
     "clients/grpc-web/list-events.mjs",
@@ -98,6 +99,34 @@ def test_go_client(mesh: Mesh, tmp_path: Path) -> None:
         "BOOKING_STATE_CANCELLED",
         "refused: Unauthenticated UNAUTHENTICATED",
     ]
+
+
+def test_typescript_client_over_grpc_and_grpc_web(mesh: Mesh, tmp_path: Path) -> None:
+    """The Connect-ES client on gen/ts, type-checked by tsc, bundled by esbuild,
+    run by node's test runner: the purchase over gRPC, then over gRPC-Web."""
+    bin_ = REPO / "node_modules" / ".bin"
+    run(mesh, str(bin_ / "tsc"), "--noEmit", "-p", "clients/ts")
+    bundle = tmp_path / "purchase.test.mjs"
+    run(
+        mesh,
+        str(bin_ / "esbuild"),
+        "clients/ts/purchase.test.ts",
+        "--bundle",
+        "--platform=node",
+        "--format=esm",
+        "--packages=external",
+        "--log-level=warning",
+        f"--outfile={bundle}",
+    )
+    # Bundled beside the repository's node_modules, so the packages resolve.
+    placed = REPO / "var" / "ts" / f"purchase-{os.getpid()}.test.mjs"
+    placed.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(bundle, placed)
+    try:
+        out = run(mesh, "node", "--test", str(placed))
+    finally:
+        placed.unlink()
+    assert "# pass 2" in out and "# fail 0" in out, out
 
 
 def test_grpc_web_call(mesh: Mesh) -> None:

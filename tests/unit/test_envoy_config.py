@@ -142,7 +142,10 @@ def test_envoy_refusals_carry_an_error_info_for_grpc_callers() -> None:
     assert len(grpc_mappers) == len(render.LOCAL_REPLIES)
     for mapper in grpc_mappers:
         caller, status = mapper["filter"]["and_filter"]["filters"]
-        assert caller["header_filter"]["header"]["string_match"] == {"prefix": "application/grpc"}
+        content, transcoded = caller["and_filter"]["filters"]
+        assert content["header_filter"]["header"]["string_match"] == {"prefix": "application/grpc"}
+        assert transcoded["header_filter"]["header"]["name"] == "x-envoy-original-path"
+        assert transcoded["header_filter"]["header"]["invert_match"]
         code, reason, message = render.LOCAL_REPLIES[
             status["status_code_filter"]["comparison"]["value"]["default_value"]
         ]
