@@ -55,7 +55,7 @@ async def build(settings: BookingSettings) -> GrpcService:
         database,
         contextlib.aclosing(downstream),
         OutboxRelay(settings.database_url, settings.amqp_url),
-        use_cases.sweeping(settings.sweep_interval_seconds),
+        use_cases.working(settings.sweep_interval_seconds),
     ]
     return service
 

@@ -131,6 +131,11 @@ class Ledger(Protocol):
         it is still in from_state, and writes the announcement to the outbox;
         False (and nothing written) if someone else moved it."""
 
+    async def lease(self, booking_id: uuid.UUID, seen_update_time: datetime) -> Booking | None:
+        """Touches a PENDING booking (so the sweep leaves it alone while a run
+        drives it) if it is untouched since `seen_update_time`; None if someone
+        else touched or settled it meanwhile."""
+
     async def update_hold(self, booking_id: uuid.UUID, fencing_token: int) -> None:
         """Records the fencing token of a new hold on the booking's seats."""
 

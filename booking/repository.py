@@ -191,6 +191,14 @@ class PgLedger:
         )
         return bool(row and row.settled)
 
+    async def lease(self, booking_id: uuid.UUID, seen_update_time: datetime) -> Booking | None:
+        row = await self._db.fetchone(
+            "UPDATE bookings SET update_time = now() "
+            "WHERE booking_id = %s AND state = %s AND update_time = %s RETURNING *",
+            (booking_id, State.PENDING.value, seen_update_time),
+        )
+        return _booking(row) if row else None
+
     async def update_hold(self, booking_id: uuid.UUID, fencing_token: int) -> None:
         await self._db.execute(
             "UPDATE bookings SET fencing_token = %s, update_time = now() WHERE booking_id = %s",

@@ -1,15 +1,22 @@
-"""Booking use cases: the synchronous saga and the sweep that settles what it
-could not.
+"""Booking use cases: the saga, the retries that resume it and the sweep
+that settles what nobody came back for.
 
 CreateBooking: hold the seats -> record PENDING -> charge (the booking id is
 the idempotency key) -> sell the seats -> CONFIRMED, announced in the same
-unit of work. A decline releases the seats and fails the booking. When a
-step's outcome is unknown (a service timed out or died) the booking stays
-PENDING and the sweep settles it once its hold has lapsed, from what the
-payment service says happened: money taken means the seats are sold (re-held
-if they are still free) or the money goes back; no money means the seats go
-back. So no seat stays held past the TTL, no money is kept without a ticket,
-and no ticket exists without money.
+unit of work. A decline, or seats lost to someone else, releases what the
+booking still holds and fails it at once (money taken goes back first).
+
+A run of the saga retries a service that is away through its retry window
+(runtime.retry), so a restart costs the buyer nothing. A run whose outcome is
+still unknown after that leaves the booking PENDING, and then whoever comes
+back drives it on from where it stopped: the buyer retrying with the same
+`request_id` (answered within moments, settled or BOOKING_PENDING), or the
+sweep once no run can still be going, while the hold still lasts (the
+settings insist on that): from what the payment service says happened, money
+taken means the seats are sold (held again if they are still free) or the
+money goes back; no money means the seats go back. Every step is idempotent
+or owner-checked, so two runs of one booking (a retry on another replica)
+reach the same end, and a settlement is conditional, so it is announced once.
 
 The use cases talk to the world through the protocols of `booking.gateways`
 only, so every branch runs in-process on fakes as well as over gRPC.
@@ -22,7 +29,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 
 from prometheus_client import Counter
@@ -53,19 +60,19 @@ BOOKING_OUTCOMES = Counter(
     "Bookings settled, by outcome: confirmed, failed, cancelled, seats_unavailable, pending.",
     ["outcome"],
 )
-REPLAY_POLL_SECONDS = 0.05
+POLL_SECONDS = 0.05
 
 
 class Unsettled(Exception):
-    """A saga step's outcome is unknown for now; the sweep will settle it."""
+    """A saga step's outcome is unknown for now; a retry or the sweep settles it."""
 
 
 def pending_error(booking_id: uuid.UUID, what: str) -> Unavailable:
     return Unavailable(
         "BOOKING_PENDING",
-        f"{what}; the booking stays PENDING and settles on its own within minutes "
-        "(retry with the same request_id, or GET it)",
-        {"booking_id": str(booking_id)},
+        f"{what}; the booking stays PENDING: retry with the same request_id to resume it, "
+        "or GET it (it settles on its own within minutes)",
+        {"booking_id": str(booking_id), "retry_after_seconds": "1"},
     )
 
 
@@ -88,11 +95,12 @@ class BookingUseCases:
         self._payments = payments
         self._hold_ttl_seconds = hold_ttl_seconds
         self._retry = retry
-        # The sweep only touches a booking whose saga cannot still be running and
-        # whose hold has lapsed, so it never races a live request.
-        self._settle_after_seconds = (
-            max(hold_ttl_seconds, retry.saga_budget_seconds) + sweep_grace_seconds
-        )
+        # The sweep only takes a booking no run can still be driving (each run
+        # starts by touching it), so it never decides "no money" beside a charge.
+        self._settle_after_seconds = retry.saga_budget_seconds + sweep_grace_seconds
+        # The runs going on in this process, one per booking: a retry joins its
+        # booking's run instead of starting another.
+        self._runs: dict[uuid.UUID, asyncio.Task[Booking]] = {}
 
     # -- the saga -------------------------------------------------------------
 
@@ -108,67 +116,110 @@ class BookingUseCases:
         assert card is not None
         booking_id = domain.booking_id_for(who.user_id, request_id)
         existing = await self._ledger.get(booking_id)
-        if existing is not None:
-            return await self._replay(existing, event_id)
-
-        try:
-            held = await self._hold(event_id, seat_ids, booking_id)
-        except ServiceError:
-            # A concurrent retry of this request may have sold the seats to this
-            # very booking between the ledger check above and the hold.
-            existing = await self._ledger.get(booking_id)
-            if existing is None:
-                raise
-            return await self._replay(existing, event_id)
-        booking = _pending(booking_id, who, request_id, held)
-        if booking.total_minor > domain.MAX_TOTAL_MINOR:
-            await self._release(booking)
-            raise bad_field("seat_ids", "these seats cost more than one booking can charge")
-        if not await self._ledger.add(booking):
-            # A concurrent retry of the same request got there first.
-            return await self._replay(await self._get(booking_id), event_id)
-        return await self._pay(booking, card)
-
-    async def _pay(self, booking: Booking, card: Card) -> Booking:
-        """Charges a PENDING booking and settles it by the outcome."""
-        try:
-            payment = await self._charge(booking, card)
-        except Invalid:
-            # Bad card data: nothing was charged, so leave no trace of the attempt.
-            await self._release(booking)
-            await self._ledger.delete_pending(booking.booking_id)
-            raise
-        except Unsettled as exc:
-            BOOKING_OUTCOMES.labels("pending").inc()
-            raise pending_error(
-                booking.booking_id, "the payment's outcome is not known yet"
-            ) from exc
-        try:
-            settled = await self._settle_charge(booking, payment, reacquire=False)
-        except Unsettled as exc:
-            BOOKING_OUTCOMES.labels("pending").inc()
-            raise pending_error(booking.booking_id, "the seats could not be confirmed yet") from exc
-        if settled.state is State.FAILED:
-            raise domain.failure_error(settled)
-        return settled
-
-    async def _replay(self, existing: Booking, event_id: str) -> Booking:
-        """Answers a retried request with the first attempt's outcome."""
+        if existing is None:
+            until = self._retry.deadline()
+            try:
+                held = await self._hold(event_id, seat_ids, booking_id, until)
+            except ServiceError:
+                # A concurrent retry of this request may have sold the seats to this
+                # very booking between the ledger check above and the hold.
+                existing = await self._ledger.get(booking_id)
+                if existing is None:
+                    raise
+            else:
+                booking = _pending(booking_id, who, request_id, held)
+                if booking.total_minor > domain.MAX_TOTAL_MINOR:
+                    await self._release(booking, until)
+                    raise bad_field("seat_ids", "these seats cost more than one booking can charge")
+                if await self._ledger.add(booking):
+                    return await self._first_run(booking, card, until)
+                existing = await self._get(booking_id)  # a concurrent retry got there first
         if str(existing.event.event_id) != event_id:
             raise domain.request_id_reused(existing)
-        deadline = time.monotonic() + self._retry.saga_budget_seconds
-        while existing.state is State.PENDING and time.monotonic() < deadline:
-            await asyncio.sleep(REPLAY_POLL_SECONDS)  # the first attempt is still running
-            existing = await self._get(existing.booking_id)
-        if existing.state is State.FAILED:
-            raise domain.failure_error(existing)
-        return existing
+        if existing.state is State.PENDING:
+            return await self._resume(existing, card)
+        return _outcome(existing)
 
-    async def _hold(self, event_id: str, seat_ids: Sequence[str], booking_id: uuid.UUID) -> Hold:
+    async def _first_run(self, booking: Booking, card: Card, until: float) -> Booking:
         try:
+            return await self._reply(self._start(booking, card, until), booking.booking_id, None)
+        except Invalid:
+            # Bad card data: nothing was charged, so leave no trace of the attempt.
+            await self._release(booking, until)
+            await self._ledger.delete_pending(booking.booking_id)
+            raise
+
+    async def _resume(self, booking: Booking, card: Card) -> Booking:
+        """A retry of a request whose booking is still PENDING: drives the saga on
+        from where it stopped (joining the run this process has going, if any),
+        and answers within moments either way."""
+        run = self._runs.get(booking.booking_id)
+        if run is None:
+            # Taken only if nobody touched it since we read it: not the sweep,
+            # not another replica's retry (that one's run answers for us then).
+            leased = await self._ledger.lease(booking.booking_id, booking.update_time)
+            if leased is None:
+                return await self._poll(booking.booking_id)
+            run = self._start(leased, card, self._retry.deadline())
+        return await self._reply(run, booking.booking_id, self._retry.retry_reply_seconds)
+
+    def _start(self, booking: Booking, card: Card | None, until: float) -> asyncio.Task[Booking]:
+        """The run driving this booking in this process, started if there is none.
+        It goes on when the request that started it goes away (a client giving
+        up, a retry answered PENDING) and a draining server waits for it."""
+        run = self._runs.get(booking.booking_id)
+        if run is None:
+            run = asyncio.create_task(self._run(booking, card, until))
+            self._runs[booking.booking_id] = run
+            run.add_done_callback(lambda _: self._runs.pop(booking.booking_id, None))
+        return run
+
+    async def _reply(
+        self, run: asyncio.Task[Booking], booking_id: uuid.UUID, within: float | None
+    ) -> Booking:
+        try:
+            settled = await asyncio.wait_for(asyncio.shield(run), within)
+        except TimeoutError as exc:
+            BOOKING_OUTCOMES.labels("pending").inc()
+            raise pending_error(booking_id, "the booking is still settling") from exc
+        except Unsettled as exc:
+            BOOKING_OUTCOMES.labels("pending").inc()
+            raise pending_error(booking_id, str(exc)) from exc
+        return _outcome(settled)
+
+    async def _poll(self, booking_id: uuid.UUID) -> Booking:
+        """The booking once settled by a run elsewhere, if that is within moments."""
+        deadline = time.monotonic() + self._retry.retry_reply_seconds
+        booking = await self._get(booking_id)
+        while booking.state is State.PENDING and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_SECONDS)
+            booking = await self._get(booking_id)
+        return _outcome(booking)
+
+    async def _run(self, booking: Booking, card: Card | None, until: float) -> Booking:
+        """Drives a PENDING booking to its end: charging it (the first attempt, or a
+        retry bringing the card again), or, for the sweep, from the payment made."""
+        if card is None:
+            payment = await self._look_up(booking)
+            if payment is None:
+                # No money was taken: let the seats go.
+                await self._release(booking, until)
+                return await self._fail(booking, "abandoned", None)
+        else:
+            payment = await self._charge(booking, card, until)
+        return await self._settle_charge(booking, payment, until)
+
+    async def _hold(
+        self, event_id: str, seat_ids: Sequence[str], booking_id: uuid.UUID, until: float
+    ) -> Hold:
+        async def hold() -> Hold:
+            # The booking id is the owner: holding again what it holds is a no-op.
             return await self._seats.hold(
                 event_id, seat_ids, str(booking_id), self._hold_ttl_seconds
             )
+
+        try:
+            return await self._retry.retrying(hold, until)
         except (Unavailable, Internal) as error:
             # The hold may or may not exist; it lapses with its TTL either way.
             raise event_unavailable() from error
@@ -177,41 +228,47 @@ class BookingUseCases:
                 BOOKING_OUTCOMES.labels("seats_unavailable").inc()
             raise
 
-    async def _charge(self, booking: Booking, card: Card) -> Payment:
-        for attempt in range(self._retry.charge_attempts):
-            try:
-                return await self._payments.charge(
-                    str(booking.booking_id),
-                    booking.user_id,
-                    booking.total_minor,
-                    booking.currency,
-                    card,
-                    f"bookings/{booking.booking_id}",
-                )
-            except Invalid:
-                raise
-            except ServiceError as error:
-                last = attempt == self._retry.charge_attempts - 1
-                if not isinstance(error, Unavailable) or last:
-                    log.warning("charge for %s unsettled: %s", booking.booking_id, error)
-                    raise Unsettled from error
-                # Safe to repeat: the idempotency key makes it the same charge.
-                await asyncio.sleep(self._retry.backoff(attempt))
-        raise AssertionError("unreachable")
+    async def _charge(self, booking: Booking, card: Card, until: float) -> Payment:
+        async def charge() -> Payment:
+            # Safe to repeat: the idempotency key makes it the same charge.
+            return await self._payments.charge(
+                str(booking.booking_id),
+                booking.user_id,
+                booking.total_minor,
+                booking.currency,
+                card,
+                f"bookings/{booking.booking_id}",
+            )
 
-    async def _settle_charge(self, booking: Booking, payment: Payment, reacquire: bool) -> Booking:
+        try:
+            return await self._retry.retrying(charge, until)
+        except Invalid:
+            raise
+        except ServiceError as error:
+            log.warning("charge for %s unsettled: %s", booking.booking_id, error)
+            raise Unsettled("the payment's outcome is not known yet") from error
+
+    async def _look_up(self, booking: Booking) -> Payment | None:
+        try:
+            return await self._payments.look_up(str(booking.booking_id))
+        except ServiceError as error:
+            raise Unsettled("the payment's outcome is not known yet") from error
+
+    async def _settle_charge(self, booking: Booking, payment: Payment, until: float) -> Booking:
         """Finishes a booking whose charge has an outcome."""
         if payment.state is PaymentState.DECLINED:
-            await self._release(booking)
+            await self._release(booking, until)
             return await self._fail(
                 booking, payment.decline_code or "card_declined", payment.payment_id
             )
         if payment.state is PaymentState.REFUNDED:
-            await self._release(booking)
+            await self._release(booking, until)
             return await self._fail(booking, "refunded", payment.payment_id)
-        lost = await self._sell(booking, reacquire)
+        lost = await self._sell(booking, until)
         if lost:
-            await self._refund(booking, payment.payment_id, "refund")
+            # Whatever the booking still holds goes back at once, then the money.
+            await self._release(booking, until)
+            await self._refund(booking, payment.payment_id, "refund", until)
             return await self._fail(booking, lost, payment.payment_id)
         done = booking.settled(State.CONFIRMED, payment_id=payment.payment_id)
         if not await self._ledger.settle(Confirmed(done), State.PENDING):
@@ -220,49 +277,58 @@ class BookingUseCases:
         log.debug("booking %s confirmed", booking.booking_id)  # the ledger is the record
         return done
 
-    async def _sell(self, booking: Booking, reacquire: bool) -> str:
-        """Sells the held seats; '' on success, else why the seats are lost."""
+    async def _sell(self, booking: Booking, until: float) -> str:
+        """Sells the held seats; '' on success, else why the seats are lost. A hold
+        that lapsed (or that Redis forgot) is taken again if the seats are free."""
         event_id = str(booking.event.event_id)
         fencing_token = booking.fencing_token
         for attempt in range(2):
-            try:
+
+            async def confirm(token: int = fencing_token) -> None:
                 await self._seats.confirm(
-                    event_id,
-                    booking.seat_ids,
-                    booking.owner_token,
-                    fencing_token,
-                    booking.booking_id,
+                    event_id, booking.seat_ids, booking.owner_token, token, booking.booking_id
                 )
+
+            try:
+                await self._retry.retrying(confirm, until)
                 return ""
             except FailedPrecondition as refused:
-                if refused.reason != "HOLD_EXPIRED" or not reacquire or attempt:
+                if refused.reason != "HOLD_EXPIRED" or attempt:
                     return refused.reason.lower() or "seats_unavailable"
             except ServiceError as error:
-                raise Unsettled from error
-            # The hold lapsed while the outcome was unknown; the seats may still be free.
+                raise Unsettled("the seats could not be confirmed yet") from error
             try:
-                held = await self._hold(event_id, booking.seat_ids, booking.booking_id)
+                held = await self._hold(event_id, booking.seat_ids, booking.booking_id, until)
             except Unavailable as error:
-                raise Unsettled from error
+                raise Unsettled("the seats could not be confirmed yet") from error
             except ServiceError:
                 return "seats_unavailable"
             fencing_token = held.fencing_token
             await self._ledger.update_hold(booking.booking_id, fencing_token)
         return "seats_unavailable"
 
-    async def _refund(self, booking: Booking, payment_id: uuid.UUID, purpose: str) -> Payment:
-        try:
+    async def _refund(
+        self, booking: Booking, payment_id: uuid.UUID, purpose: str, until: float
+    ) -> Payment:
+        async def refund() -> Payment:
             return await self._payments.refund(payment_id, f"{booking.booking_id}:{purpose}")
+
+        try:
+            return await self._retry.retrying(refund, until)
         except ServiceError as error:
             log.warning("refund for %s unsettled: %s", booking.booking_id, error)
-            raise Unsettled from error
+            raise Unsettled("the refund is not through yet") from error
 
-    async def _release(self, booking: Booking) -> None:
+    async def _release(self, booking: Booking, until: float) -> None:
         """Lets the seats go now; if this fails they go when the hold lapses."""
-        try:
+
+        async def release() -> None:
             await self._seats.release(
                 str(booking.event.event_id), booking.seat_ids, booking.owner_token
             )
+
+        try:
+            await self._retry.retrying(release, until)
         except ServiceError as error:
             log.warning("could not release seats of %s: %s", booking.booking_id, error)
 
@@ -312,7 +378,7 @@ class BookingUseCases:
 
     async def _finish_cancel(self, booking: Booking) -> Booking:
         assert booking.payment_id is not None
-        refunded = await self._refund(booking, booking.payment_id, "cancel")
+        refunded = await self._refund(booking, booking.payment_id, "cancel", self._retry.deadline())
         try:
             await self._seats.return_seats(str(booking.event.event_id), booking.booking_id)
         except ServiceError as error:
@@ -329,40 +395,52 @@ class BookingUseCases:
     # -- the sweep ------------------------------------------------------------
 
     async def sweep(self) -> int:
-        """Settles PENDING bookings whose hold has lapsed, and unfinished cancellations."""
+        """Settles PENDING bookings nobody came back for, and unfinished cancellations."""
         claimed = await self._ledger.claim_unsettled(self._settle_after_seconds, 20)
-        for booking in claimed:
-            try:
-                if booking.state is State.PENDING:
-                    await self._settle_abandoned(booking)
-                else:
-                    await self._finish_cancel(booking)
-            except Unsettled:
-                log.info("booking %s still unsettled; next sweep", booking.booking_id)
+        await asyncio.gather(*(self._settle_unsettled(booking) for booking in claimed))
         return len(claimed)
 
-    async def _settle_abandoned(self, booking: Booking) -> None:
+    async def _settle_unsettled(self, booking: Booking) -> None:
         try:
-            payment = await self._payments.look_up(str(booking.booking_id))
-        except ServiceError as error:
-            raise Unsettled from error
-        if payment is None:
-            # No money was taken: let the seats go.
-            await self._release(booking)
-            await self._fail(booking, "abandoned", None)
-            return
-        settled = await self._settle_charge(booking, payment, reacquire=True)
-        log.info("sweep settled %s as %s", booking.booking_id, settled.state.name)
+            if booking.state is State.PENDING:
+                run = self._start(booking, None, self._retry.deadline())
+                settled = await asyncio.shield(run)
+                log.info("sweep settled %s as %s", booking.booking_id, settled.state.name)
+            else:
+                await self._finish_cancel(booking)
+        except Unsettled:
+            log.info("booking %s still unsettled; next sweep", booking.booking_id)
 
-    def sweeping(self, interval_seconds: float) -> contextlib.AbstractAsyncContextManager[None]:
-        """Runs the sweep every interval for as long as the service runs."""
-        return periodically(self.sweep, interval_seconds, "sweep")
+    @contextlib.asynccontextmanager
+    async def working(self, sweep_interval_seconds: float) -> AsyncIterator[None]:
+        """Sweeps every interval for as long as the service runs; on the way out
+        lets the runs still going (a retry answered PENDING, a client that gave
+        up) finish, so a draining service leaves nothing for the sweep."""
+        try:
+            async with periodically(self.sweep, sweep_interval_seconds, "sweep"):
+                yield
+        finally:
+            if self._runs:
+                log.info("waiting for %d bookings still settling", len(self._runs))
+                await asyncio.wait(
+                    list(self._runs.values()), timeout=self._retry.saga_budget_seconds
+                )
 
     async def _get(self, booking_id: uuid.UUID) -> Booking:
         found = await self._ledger.get(booking_id)
         if found is None:
             raise not_found("booking", str(booking_id))
         return found
+
+
+def _outcome(booking: Booking) -> Booking:
+    """What a request for this booking answers: the booking once CONFIRMED (or
+    CANCELLED since), the failure it met, or BOOKING_PENDING, never a PENDING body."""
+    if booking.state is State.FAILED:
+        raise domain.failure_error(booking)
+    if booking.state is State.PENDING:
+        raise pending_error(booking.booking_id, "the booking is still settling")
+    return booking
 
 
 def _pending(booking_id: uuid.UUID, who: Caller, request_id: str, held: Hold) -> Booking:

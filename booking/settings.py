@@ -29,7 +29,7 @@ class BookingSettings(Settings):
 
     @classmethod
     def read(cls, service: str, env: Env) -> BookingSettings:
-        return cls(
+        settings = cls(
             **common(service, env),
             event_target=grpc_target("event", env),
             payment_target=grpc_target("payment", env),
@@ -39,3 +39,18 @@ class BookingSettings(Settings):
             sweep_interval_seconds=env.number("SWEEP_INTERVAL_SECONDS", 15.0, above=0),
             ticket_keys_dir=ticket_keys_dir(env),
         )
+        # The sweep must reach a PENDING booking while its hold still lasts, or
+        # recovery timing could cost a paid buyer the seat.
+        sweep_reach = (
+            settings.retry.saga_budget_seconds
+            + settings.sweep_grace_seconds
+            + settings.sweep_interval_seconds
+        )
+        if settings.hold_ttl_seconds <= sweep_reach:
+            env.refuse(
+                "HOLD_TTL_SECONDS",
+                f"must be more than {sweep_reach:g} (the saga's budget, SWEEP_GRACE_SECONDS "
+                "and SWEEP_INTERVAL_SECONDS), so the sweep settles a booking before its "
+                "hold lapses",
+            )
+        return settings

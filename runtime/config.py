@@ -189,10 +189,13 @@ def retry_policy(env: Env) -> RetryPolicy:
         call_timeout_seconds=env.number(
             "DOWNSTREAM_TIMEOUT_SECONDS", default.call_timeout_seconds, above=0
         ),
-        charge_attempts=env.integer("CHARGE_ATTEMPTS", default.charge_attempts, minimum=1),
-        first_backoff_seconds=env.number(
-            "CHARGE_BACKOFF_SECONDS", default.first_backoff_seconds, minimum=0
+        retry_window_seconds=env.number(
+            "RETRY_WINDOW_SECONDS", default.retry_window_seconds, minimum=0
         ),
+        first_backoff_seconds=env.number(
+            "RETRY_BACKOFF_SECONDS", default.first_backoff_seconds, minimum=0
+        ),
+        retry_reply_seconds=env.number("RETRY_REPLY_SECONDS", default.retry_reply_seconds, above=0),
     )
 
 

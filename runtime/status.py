@@ -17,7 +17,7 @@ import grpc
 import psycopg
 import redis.exceptions
 import sqlalchemy.exc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from runtime import errors
@@ -48,6 +48,9 @@ DATABASE_UNAVAILABLE = errors.Unavailable(
 )
 STORE_UNAVAILABLE = errors.Unavailable("STORE_UNAVAILABLE", "a data store is unavailable; retry")
 INTERNAL_ERROR = errors.Internal("INTERNAL", "internal error")
+# An error whose metadata says when to try again (whole seconds) gets a
+# google.rpc.RetryInfo and a retry-after header too.
+RETRY_AFTER_KEY = "retry_after_seconds"
 
 # What a driver's failure means to the caller when no adapter said otherwise:
 # the database down or out of connections, Redis away. Everything else
@@ -83,6 +86,11 @@ def to_status(error: ServiceError) -> status_pb2.Status:
             reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata)
         )
     ]
+    retry_after = error.metadata.get(RETRY_AFTER_KEY, "")
+    if retry_after.isdigit():
+        details.append(
+            error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=int(retry_after)))
+        )
     if error.violations:
         details.append(
             error_details_pb2.BadRequest(
@@ -102,8 +110,16 @@ def to_status(error: ServiceError) -> status_pb2.Status:
     return status_pb2.Status(code=grpc_code(error).value[0], message=error.message, details=packed)
 
 
-def trailing_metadata(error: ServiceError) -> tuple[tuple[str, bytes], ...]:
-    return ((STATUS_DETAILS_KEY, to_status(error).SerializeToString()),)
+def trailing_metadata(error: ServiceError) -> tuple[tuple[str, str | bytes], ...]:
+    """The rich status, and a `retry-after` (Envoy passes it on as the HTTP header)
+    when the error says when to try again."""
+    found: tuple[tuple[str, str | bytes], ...] = (
+        (STATUS_DETAILS_KEY, to_status(error).SerializeToString()),
+    )
+    retry_after = error.metadata.get(RETRY_AFTER_KEY, "")
+    if retry_after.isdigit():
+        found += (("retry-after", retry_after),)
+    return found
 
 
 @dataclass(frozen=True)

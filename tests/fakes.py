@@ -31,19 +31,32 @@ class Fault:
 
 
 class Faults:
-    """Failures queued per method name; each call takes the next one, if any."""
+    """Failures queued per method name; each call takes the next one, if any. A
+    fault added with times=None is an outage: every call fails until `clear`."""
 
     def __init__(self) -> None:
         self._queued: dict[str, list[Fault]] = defaultdict(list)
+        self._outages: dict[str, Fault] = {}
 
     def add(
-        self, method: str, error: ServiceError, times: int = 1, after_effect: bool = False
+        self,
+        method: str,
+        error: ServiceError,
+        times: int | None = 1,
+        after_effect: bool = False,
     ) -> None:
-        self._queued[method] += [Fault(error, after_effect) for _ in range(times)]
+        if times is None:
+            self._outages[method] = Fault(error, after_effect)
+        else:
+            self._queued[method] += [Fault(error, after_effect) for _ in range(times)]
+
+    def clear(self, method: str) -> None:
+        """The outage of `method` is over."""
+        self._outages.pop(method, None)
 
     def take(self, method: str) -> Fault | None:
         queued = self._queued[method]
-        fault = queued.pop(0) if queued else None
+        fault = queued.pop(0) if queued else self._outages.get(method)
         if fault and not fault.after_effect:
             raise fault.error
         return fault
@@ -262,6 +275,15 @@ class FakeLedger:
         )
         self.outbox.append(announcement)
         return True
+
+    async def lease(self, booking_id: uuid.UUID, seen_update_time: datetime) -> Booking | None:
+        booking = self.bookings.get(booking_id)
+        if booking is None or booking.state is not State.PENDING:
+            return None
+        if booking.update_time != seen_update_time:
+            return None
+        self._touch(booking_id)
+        return self.bookings[booking_id]
 
     async def update_hold(self, booking_id: uuid.UUID, fencing_token: int) -> None:
         self._touch(booking_id, fencing_token=fencing_token)

@@ -33,8 +33,16 @@ from runtime.retry import RetryPolicy
 from tests.fakes import FakeLedger, FakePayments, FakeSeatHolds
 
 HOLD_TTL_SECONDS = 300
-# No pauses between charge attempts: the tests run at the speed of the code.
-RETRY = RetryPolicy(call_timeout_seconds=1, charge_attempts=3, first_backoff_seconds=0)
+# Retry windows of a moment and pauses of milliseconds: the tests run at the
+# speed of the code, and an outage (a fault added with times=None) outlasts
+# every window until it is cleared.
+RETRY = RetryPolicy(
+    call_timeout_seconds=1,
+    retry_window_seconds=0.1,
+    first_backoff_seconds=0.005,
+    max_backoff_seconds=0.01,
+    retry_reply_seconds=0.2,
+)
 PAYS = Card("4242424242424242", 12, 2099, "123")
 DECLINED = Card("4000000000000002", 12, 2099, "123")
 UNAVAILABLE = Unavailable("UNAVAILABLE", "the service is away")
@@ -150,10 +158,20 @@ async def test_a_taken_seat_is_a_conflict_and_records_nothing(saga: Saga) -> Non
 
 @saga_test
 async def test_an_unreachable_event_service_is_unavailable(saga: Saga) -> None:
-    saga.seats.faults.add("hold", UNAVAILABLE)
+    saga.seats.faults.add("hold", UNAVAILABLE, times=None)
     error = await saga.refused(saga.book(["vip-1-1"]))
     assert isinstance(error, Unavailable) and error.reason == "EVENT_SERVICE_UNAVAILABLE"
     assert saga.ledger.bookings == {}
+
+
+@saga_test
+async def test_an_event_service_restarting_within_the_window_costs_nothing(saga: Saga) -> None:
+    saga.seats.faults.add("hold", UNAVAILABLE, times=3)
+    saga.seats.faults.add("confirm", UNAVAILABLE, times=3)
+    booking = await saga.book(["vip-1-1"])
+    assert booking.state is State.CONFIRMED
+    assert saga.seats.calls == ["hold"] * 4 + ["confirm"] * 4
+    saga.assert_settled_cleanly(booking.booking_id)
 
 
 @saga_test
@@ -180,7 +198,7 @@ async def test_a_charge_is_retried_through_a_blip_with_the_same_key(saga: Saga) 
 @saga_test
 async def test_an_unknown_charge_outcome_is_settled_by_the_sweep_as_a_sale(saga: Saga) -> None:
     """The money was taken, every answer lost: PENDING, then the sweep sells."""
-    saga.payments.faults.add("charge", UNAVAILABLE, times=RETRY.charge_attempts, after_effect=True)
+    saga.payments.faults.add("charge", UNAVAILABLE, times=None, after_effect=True)
     error = await saga.refused(saga.book(["vip-1-1", "vip-1-2"]))
     assert isinstance(error, Unavailable) and error.reason == "BOOKING_PENDING"
     booking_id = uuid.UUID(error.metadata["booking_id"])
@@ -195,7 +213,7 @@ async def test_an_unknown_charge_outcome_is_settled_by_the_sweep_as_a_sale(saga:
 
 @saga_test
 async def test_a_charge_that_never_arrived_frees_the_seats_in_the_sweep(saga: Saga) -> None:
-    saga.payments.faults.add("charge", UNAVAILABLE, times=RETRY.charge_attempts)
+    saga.payments.faults.add("charge", UNAVAILABLE, times=None)
     error = await saga.refused(saga.book(["vip-1-1"]))
     booking_id = uuid.UUID(error.metadata["booking_id"])
     await saga.sweep_later(booking_id)
@@ -205,10 +223,11 @@ async def test_a_charge_that_never_arrived_frees_the_seats_in_the_sweep(saga: Sa
 
 @saga_test
 async def test_an_unknown_sale_outcome_is_settled_by_the_sweep(saga: Saga) -> None:
-    saga.seats.faults.add("confirm", UNAVAILABLE, after_effect=True)
+    saga.seats.faults.add("confirm", UNAVAILABLE, times=None, after_effect=True)
     error = await saga.refused(saga.book(["vip-1-1"]))
     assert error.reason == "BOOKING_PENDING"
     booking_id = uuid.UUID(error.metadata["booking_id"])
+    saga.seats.faults.clear("confirm")
     await saga.sweep_later(booking_id)  # the sale went through: a retry of it is a no-op
     assert saga.state(booking_id) is State.CONFIRMED
     saga.assert_settled_cleanly(booking_id)
@@ -216,7 +235,7 @@ async def test_an_unknown_sale_outcome_is_settled_by_the_sweep(saga: Saga) -> No
 
 @saga_test
 async def test_a_lost_hold_is_held_again_and_sold_with_a_new_fence(saga: Saga) -> None:
-    saga.payments.faults.add("charge", UNAVAILABLE, times=RETRY.charge_attempts, after_effect=True)
+    saga.payments.faults.add("charge", UNAVAILABLE, times=None, after_effect=True)
     error = await saga.refused(saga.book(["vip-2-1"]))
     booking_id = uuid.UUID(error.metadata["booking_id"])
     first_fence = saga.ledger.bookings[booking_id].fencing_token
@@ -230,10 +249,11 @@ async def test_a_lost_hold_is_held_again_and_sold_with_a_new_fence(saga: Saga) -
 
 @saga_test
 async def test_a_lost_hold_on_a_seat_sold_meanwhile_is_refunded(saga: Saga) -> None:
-    saga.payments.faults.add("charge", UNAVAILABLE, times=RETRY.charge_attempts, after_effect=True)
+    saga.payments.faults.add("charge", UNAVAILABLE, times=None, after_effect=True)
     error = await saga.refused(saga.book(["vip-2-1"]))
     booking_id = uuid.UUID(error.metadata["booking_id"])
     saga.seats.lapse(saga.event_id, ["vip-2-1"])
+    saga.payments.faults.clear("charge")
     rival = await saga.book(["vip-2-1"])  # someone else buys the seat meanwhile
     await saga.sweep_later(booking_id)
     booking = saga.ledger.bookings[booking_id]
@@ -245,14 +265,16 @@ async def test_a_lost_hold_on_a_seat_sold_meanwhile_is_refunded(saga: Saga) -> N
 
 @saga_test
 async def test_a_refund_not_through_yet_is_finished_by_the_next_sweep(saga: Saga) -> None:
-    saga.payments.faults.add("charge", UNAVAILABLE, times=RETRY.charge_attempts, after_effect=True)
+    saga.payments.faults.add("charge", UNAVAILABLE, times=None, after_effect=True)
     error = await saga.refused(saga.book(["vip-2-2"]))
     booking_id = uuid.UUID(error.metadata["booking_id"])
     saga.seats.lapse(saga.event_id, ["vip-2-2"])
+    saga.payments.faults.clear("charge")
     await saga.book(["vip-2-2"])
-    saga.payments.faults.add("refund", UNAVAILABLE)
+    saga.payments.faults.add("refund", UNAVAILABLE, times=None)
     await saga.sweep_later(booking_id)
     assert saga.state(booking_id) is State.PENDING  # money taken, not yet given back
+    saga.payments.faults.clear("refund")
     await saga.sweep_later(booking_id)
     assert saga.state(booking_id) is State.FAILED
     saga.assert_settled_cleanly(booking_id)
@@ -279,11 +301,12 @@ async def test_a_cancellation_whose_refund_is_unsettled_is_finished_by_the_sweep
     saga: Saga,
 ) -> None:
     booking = await saga.book(["vip-1-4"])
-    saga.payments.faults.add("refund", UNAVAILABLE, after_effect=True)
+    saga.payments.faults.add("refund", UNAVAILABLE, times=None, after_effect=True)
     error = await saga.refused(saga.bookings.cancel(saga.buyer, str(booking.booking_id)))
     assert isinstance(error, Unavailable) and error.reason == "BOOKING_PENDING"
     assert saga.state(booking.booking_id) is State.CONFIRMED
     assert saga.seats.sold_to(booking.booking_id) == {"vip-1-4"}
+    saga.payments.faults.clear("refund")
     await saga.sweep_later(booking.booking_id)
     assert saga.state(booking.booking_id) is State.CANCELLED
     assert saga.seats.sold_to(booking.booking_id) == set()
@@ -330,9 +353,10 @@ async def test_concurrent_retries_of_one_request_are_one_booking_and_one_charge(
     # The retry finds the booking PENDING, and its seats held by that very booking.
     reads = saga.ledger.reads
     retry = asyncio.create_task(saga.book(["vip-1-1", "vip-1-2"], request_id="order-3"))
-    while saga.ledger.reads < reads + 2:  # noqa: ASYNC110 - the fake signals nothing
+    while saga.ledger.reads < reads + 1:  # noqa: ASYNC110 - the fake signals nothing
         await asyncio.sleep(0.001)
-    assert not retry.done(), "the retry must wait for the first attempt, not answer PENDING"
+    await asyncio.sleep(0)
+    assert not retry.done(), "the retry must join the first attempt, not answer PENDING"
     saga.payments.gate.set()
     confirmed, replayed = await asyncio.gather(first, retry)
     assert confirmed == replayed and confirmed.state is State.CONFIRMED
@@ -365,3 +389,192 @@ async def test_too_expensive_a_booking_is_refused_and_its_seats_freed(saga: Saga
     error = await saga.refused(saga.book(["vip-1-1"]))
     assert isinstance(error, Invalid) and "seat_ids" in {v.field for v in error.violations}
     assert saga.seats.holders == {} and saga.ledger.bookings == {}
+
+
+# -- resuming: a retry drives a PENDING booking on, and answers fast -------------
+
+
+async def settled(saga: Saga, booking_id: uuid.UUID) -> State:
+    """The booking's state once a run still going in the background has ended."""
+    for _ in range(1000):
+        if saga.state(booking_id) is not State.PENDING:
+            return saga.state(booking_id)
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"{booking_id} still PENDING")
+
+
+@saga_test
+async def test_a_payment_outage_within_the_window_costs_the_buyer_nothing(saga: Saga) -> None:
+    saga.payments.faults.add("charge", UNAVAILABLE, times=4)
+    booking = await saga.book(["vip-1-1"])
+    assert booking.state is State.CONFIRMED
+    assert saga.payments.charge_calls == 5 and len(saga.payments.by_key) == 1
+    saga.assert_settled_cleanly(booking.booking_id)
+
+
+@saga_test
+async def test_a_retry_resumes_a_booking_whose_charge_never_arrived(saga: Saga) -> None:
+    saga.payments.faults.add("charge", UNAVAILABLE, times=None)
+    error = await saga.refused(saga.book(["vip-1-1"], request_id="order-5"))
+    assert error.reason == "BOOKING_PENDING" and error.metadata["retry_after_seconds"] == "1"
+    booking_id = uuid.UUID(error.metadata["booking_id"])
+    assert saga.seats.held_by(str(booking_id)) == {"vip-1-1"}, "the hold is still its own"
+    saga.payments.faults.clear("charge")  # payment is back
+    resumed = await saga.book(["vip-1-1"], request_id="order-5")
+    assert resumed.booking_id == booking_id and resumed.state is State.CONFIRMED
+    assert saga.seats.calls.count("hold") == 1, "resumed with its own hold"
+    saga.assert_settled_cleanly(booking_id)
+
+
+@saga_test
+async def test_a_retry_resumes_a_paid_booking_without_a_second_charge(saga: Saga) -> None:
+    saga.payments.faults.add("charge", UNAVAILABLE, times=None, after_effect=True)
+    error = await saga.refused(saga.book(["vip-1-1", "vip-1-2"], request_id="order-6"))
+    booking_id = uuid.UUID(error.metadata["booking_id"])
+    saga.payments.faults.clear("charge")
+    resumed = await saga.book(["vip-1-1", "vip-1-2"], request_id="order-6")
+    assert resumed.state is State.CONFIRMED and len(saga.payments.by_key) == 1
+    saga.assert_settled_cleanly(booking_id)
+    # Settled: later retries replay it without calling anyone.
+    calls = len(saga.seats.calls), saga.payments.charge_calls
+    assert await saga.book(["vip-1-1", "vip-1-2"], request_id="order-6") == resumed
+    assert (len(saga.seats.calls), saga.payments.charge_calls) == calls
+
+
+@saga_test
+async def test_a_retry_answers_pending_fast_and_the_run_goes_on(saga: Saga) -> None:
+    saga.payments.faults.add("charge", UNAVAILABLE, times=None)
+    error = await saga.refused(saga.book(["vip-1-1"], request_id="order-7"))
+    booking_id = uuid.UUID(error.metadata["booking_id"])
+    saga.payments.faults.clear("charge")
+    saga.payments.gate = asyncio.Event()  # the resumed charge hangs
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    again = await saga.refused(saga.book(["vip-1-1"], request_id="order-7"))
+    waited = loop.time() - started
+    assert again.reason == "BOOKING_PENDING" and again.metadata["booking_id"] == str(booking_id)
+    assert RETRY.retry_reply_seconds <= waited < RETRY.retry_reply_seconds + 0.5
+    saga.payments.gate.set()  # the run the retry started finishes on its own
+    assert await settled(saga, booking_id) is State.CONFIRMED
+    saga.assert_settled_cleanly(booking_id)
+
+
+@saga_test
+async def test_a_retry_never_answers_a_pending_body(saga: Saga) -> None:
+    """Another process drives the booking (the lease is not ours): the retry
+    waits moments for its outcome, then says BOOKING_PENDING."""
+    saga.payments.faults.add("charge", UNAVAILABLE, times=None)
+    error = await saga.refused(saga.book(["vip-1-1"], request_id="order-8"))
+    booking_id = uuid.UUID(error.metadata["booking_id"])
+    lease = saga.ledger.lease
+
+    async def touched_meanwhile(booking_id: uuid.UUID, seen: datetime) -> Any:
+        saga.ledger.age(booking_id, -1)  # another replica leased it just now
+        return await lease(booking_id, seen)
+
+    saga.ledger.lease = touched_meanwhile  # type: ignore[method-assign]
+    again = await saga.refused(saga.book(["vip-1-1"], request_id="order-8"))
+    assert again.reason == "BOOKING_PENDING" and saga.state(booking_id) is State.PENDING
+
+
+@saga_test
+async def test_two_replicas_driving_one_booking_reach_one_end(saga: Saga) -> None:
+    """The first attempt runs on one replica, the buyer's retry lands on another:
+    one payment, the seats sold once, one announcement."""
+    replica = BookingUseCases(
+        saga.ledger, saga.seats, saga.payments, HOLD_TTL_SECONDS, RETRY, sweep_grace_seconds=1
+    )
+    saga.payments.gate = asyncio.Event()
+    first = asyncio.create_task(saga.book(["vip-1-1"], request_id="order-9"))
+    await saga.payments.charging.wait()
+    retry = asyncio.create_task(
+        replica.create(saga.buyer, saga.event_id, ["vip-1-1"], PAYS, "order-9")
+    )
+    while saga.payments.charge_calls < 2:  # noqa: ASYNC110 - the fake signals nothing
+        await asyncio.sleep(0.001)
+    saga.payments.gate.set()
+    one, other = await asyncio.gather(first, retry)
+    assert one.state is other.state is State.CONFIRMED and one.booking_id == other.booking_id
+    assert len(saga.payments.by_key) == 1
+    saga.assert_settled_cleanly(one.booking_id)
+
+
+@saga_test
+async def test_a_hold_lost_during_the_charge_is_taken_again_in_the_same_run(saga: Saga) -> None:
+    """Redis forgot the hold (or it lapsed) while the charge was in flight: the
+    seats are still free, so the paid buyer gets them, not a refund."""
+    saga.payments.gate = asyncio.Event()
+    booking = asyncio.create_task(saga.book(["vip-2-3"]))
+    await saga.payments.charging.wait()
+    saga.seats.lapse(saga.event_id, ["vip-2-3"])
+    saga.payments.gate.set()
+    done = await booking
+    assert done.state is State.CONFIRMED and saga.seats.calls == [
+        "hold",
+        "confirm",
+        "hold",
+        "confirm",
+    ]
+    saga.assert_settled_cleanly(done.booking_id)
+
+
+@saga_test
+async def test_seats_lost_to_another_buyer_are_all_freed_at_once(saga: Saga) -> None:
+    """One seat of two went to a rival while the charge was in flight: the other
+    is released in the same run (not left HELD for the TTL), the money refunded."""
+    saga.payments.gate = asyncio.Event()
+    booking = asyncio.create_task(saga.book(["vip-2-4", "vip-2-5"]))
+    await saga.payments.charging.wait()
+    saga.seats.lapse(saga.event_id, ["vip-2-4"])
+    saga.seats.holders[(saga.event_id, "vip-2-4")] = "a rival"
+    saga.payments.gate.set()
+    error = await saga.refused(booking)
+    assert error.reason == "BOOKING_FAILED" and error.metadata["failure_reason"] == (
+        "seats_unavailable"
+    )
+    booking_id = uuid.UUID(error.metadata["booking_id"])
+    assert saga.payments.payment_for(booking_id).state is PaymentState.REFUNDED
+    assert saga.seats.holders == {(saga.event_id, "vip-2-4"): "a rival"}
+    saga.assert_settled_cleanly(booking_id)
+
+
+@saga_test
+async def test_a_failed_release_is_retried_so_a_declined_sale_frees_its_seats(
+    saga: Saga,
+) -> None:
+    saga.seats.faults.add("release", UNAVAILABLE, times=2)
+    error = await saga.refused(saga.book(["vip-1-1"], card=DECLINED))
+    assert error.reason == "PAYMENT_DECLINED"
+    assert saga.seats.holders == {}
+    saga.assert_settled_cleanly(uuid.UUID(error.metadata["booking_id"]))
+
+
+@saga_test
+async def test_the_sweep_settles_a_paid_booking_while_its_hold_lasts(saga: Saga) -> None:
+    saga.payments.faults.add("charge", UNAVAILABLE, times=None, after_effect=True)
+    error = await saga.refused(saga.book(["vip-1-1"]))
+    booking_id = uuid.UUID(error.metadata["booking_id"])
+    saga.ledger.age(booking_id, RETRY.saga_budget_seconds + 1.5)  # the budget and grace
+    await saga.bookings.sweep()
+    assert saga.state(booking_id) is State.CONFIRMED
+    assert saga.seats.calls == ["hold", "confirm"], "sold on its own hold, none taken again"
+    saga.assert_settled_cleanly(booking_id)
+
+
+@saga_test
+async def test_a_draining_service_finishes_the_runs_its_requests_let_go(saga: Saga) -> None:
+    saga.payments.faults.add("charge", UNAVAILABLE, times=None)
+    error = await saga.refused(saga.book(["vip-1-1"], request_id="order-10"))
+    booking_id = uuid.UUID(error.metadata["booking_id"])
+    saga.payments.faults.clear("charge")
+    saga.payments.gate = asyncio.Event()
+    working = saga.bookings.working(3600)
+    await working.__aenter__()
+    await saga.refused(saga.book(["vip-1-1"], request_id="order-10"))  # answered PENDING
+    stopping = asyncio.create_task(working.__aexit__(None, None, None))
+    await asyncio.sleep(0.01)
+    assert not stopping.done(), "stopped with a booking still settling"
+    saga.payments.gate.set()
+    await stopping
+    assert saga.state(booking_id) is State.CONFIRMED
+    saga.assert_settled_cleanly(booking_id)

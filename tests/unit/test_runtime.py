@@ -12,7 +12,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.rpc import status_pb2
 
 from runtime import errors, pagination, status
-from runtime.errors import Conflict, FieldViolation, Invalid, ServiceError
+from runtime.errors import Conflict, FieldViolation, Invalid, ServiceError, Unavailable
 from runtime.interceptor import AccessRule, ServiceInterceptor, access_rules
 from runtime.status import STATUS_DETAILS_KEY, error_details
 from runtime.tls import WORKLOADS
@@ -50,6 +50,20 @@ def test_rich_status_round_trips() -> None:
     # A gateway passes it on as the kind it was.
     again = status.service_error(FakeRpcError(error))
     assert type(again) is Conflict and again == error
+
+
+def test_an_error_saying_when_to_retry_carries_retry_info_and_a_retry_after() -> None:
+    from google.rpc import error_details_pb2, status_pb2
+
+    error = Unavailable("BOOKING_PENDING", "settling", {"retry_after_seconds": "1"})
+    trailing = dict(status.trailing_metadata(error))
+    assert trailing["retry-after"] == "1"  # Envoy hands it on as the HTTP header
+    sent = status_pb2.Status.FromString(trailing[status.STATUS_DETAILS_KEY])
+    [retry_info] = [d for d in sent.details if d.Is(error_details_pb2.RetryInfo.DESCRIPTOR)]
+    unpacked = error_details_pb2.RetryInfo()
+    retry_info.Unpack(unpacked)
+    assert unpacked.retry_delay.seconds == 1
+    assert "retry-after" not in dict(status.trailing_metadata(Unavailable("X", "no hint")))
 
 
 def test_page_tokens_round_trip_and_garbage_is_invalid_argument() -> None:

@@ -3,10 +3,12 @@ policy both booking's time budget and Envoy's route timeouts derive from."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from auth.settings import AuthSettings
 from booking.settings import BookingSettings
 from notification.settings import NotificationSettings
 from runtime.config import ConfigError, Env, Settings
+from runtime.errors import Conflict, Unavailable
 from runtime.retry import RetryPolicy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,20 +90,53 @@ def test_envoy_times_the_saga_routes_by_the_same_retry_policy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     policy = RetryPolicy()
-    # 7 calls of 5 s (hold, 3 charge attempts, sell, hold again, sell), 0.6 s of pauses.
-    assert policy.saga_budget_seconds == pytest.approx(35.6)
-    assert policy.edge_timeout_seconds == 40 > policy.saga_budget_seconds
+    # The 10 s retry window, then 7 calls of 5 s (hold, charge, sell, hold again,
+    # sell, release, refund).
+    assert policy.saga_budget_seconds == pytest.approx(45)
+    assert policy.edge_timeout_seconds == 49 > policy.saga_budget_seconds
     spec = importlib.util.spec_from_file_location("render", REPO / "envoy" / "render.py")
     assert spec and spec.loader
     render = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(render)
     create = "/ticketing.booking.v1.BookingService/CreateBooking"
     assert render.route_timeouts()[create] == policy.edge_timeout_seconds
-    slower = RetryPolicy(call_timeout_seconds=8, charge_attempts=4)
-    assert slower.edge_timeout_seconds > slower.saga_budget_seconds > 8 * 8
+    slower = RetryPolicy(call_timeout_seconds=8, retry_window_seconds=20)
+    assert slower.edge_timeout_seconds > slower.saga_budget_seconds > 20 + 7 * 8 - 1
     monkeypatch.setenv("DOWNSTREAM_TIMEOUT_SECONDS", "8")
-    monkeypatch.setenv("CHARGE_ATTEMPTS", "4")
+    monkeypatch.setenv("RETRY_WINDOW_SECONDS", "20")
     assert render.route_timeouts()[create] == slower.edge_timeout_seconds
+
+
+def test_booking_refuses_a_hold_that_lapses_before_the_sweep_comes() -> None:
+    env = {"HOLD_TTL_SECONDS": "60", "RETRY_WINDOW_SECONDS": "10", "SWEEP_GRACE_SECONDS": "30"}
+    with pytest.raises(ConfigError) as refused:
+        BookingSettings.load("booking", env)
+    assert "HOLD_TTL_SECONDS must be more than 90" in str(refused.value)
+    assert BookingSettings.load("booking", {**env, "HOLD_TTL_SECONDS": "91"}).hold_ttl_seconds
+
+
+def test_a_retry_waits_through_an_outage_only_within_its_window() -> None:
+    policy = RetryPolicy(retry_window_seconds=0.05, first_backoff_seconds=0.01)
+    assert [policy.backoff(a) for a in range(5)] == [0.01, 0.02, 0.04, 0.08, 0.16]
+    assert RetryPolicy().backoff(10) == RetryPolicy().max_backoff_seconds
+    tries = []
+
+    async def away() -> None:
+        tries.append(time.monotonic())
+        raise Unavailable("UNAVAILABLE", "away")
+
+    async def refused() -> None:
+        tries.append(time.monotonic())
+        raise Conflict("SEAT_UNAVAILABLE", "taken")
+
+    with pytest.raises(Unavailable):
+        asyncio.run(policy.retrying(away, policy.deadline()))
+    # Pauses of 0.01 and 0.02 s fit the window, 0.04 more would not (fewer on a slow machine).
+    assert 2 <= len(tries) <= 3
+    tries.clear()
+    with pytest.raises(Conflict):
+        asyncio.run(policy.retrying(refused, policy.deadline()))
+    assert len(tries) == 1, "a refusal is final"
 
 
 def test_every_service_has_its_settings_type() -> None:
