@@ -16,7 +16,7 @@ TEST_REDIS_DB ?= 15
 TEST_REPLICAS_REDIS_DB ?= 14
 export TEST_NAMESPACE TEST_REDIS_DB
 
-.PHONY: setup protos stubs keys certs rotate-certs up down logs test tools lint readme format bench clean
+.PHONY: setup protos stubs keys certs rotate-certs up down restart logs test tools lint readme format bench clean
 
 setup: $(VENV)/.installed node_modules/.installed gen/.stamp gen/stubs.stamp keys certs
 
@@ -77,6 +77,13 @@ up: setup
 
 down:
 	$(PY) scripts/mesh.py down
+
+# One service of the running mesh, with the environment `make up` gave it (every
+# replica, one after another); the others keep running. KILL=1 skips the drain.
+SERVICE ?=
+restart:
+	@test -n "$(SERVICE)" || { echo "usage: make restart SERVICE=auth|event|payment|booking|notification"; exit 2; }
+	$(PY) scripts/mesh.py restart $(SERVICE) $(if $(KILL),--kill)
 
 logs:
 	tail -n 40 -F var/log/*.log

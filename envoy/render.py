@@ -64,6 +64,12 @@ SAGA_ROUTES = (
     "/ticketing.booking.v1.BookingService/CancelBooking",
 )
 SLOW_ROUTES = {"/ticketing.event.v1.EventService/CreateEvent": 30}  # seconds
+# Requests safe to send again even after they reached a service that then
+# died: reads, and CreateBooking, which its request_id makes the same booking.
+IDEMPOTENT_ROUTES = {"/ticketing.booking.v1.BookingService/CreateBooking"}
+# How often Envoy asks each service whether it serves; a draining service says
+# NOT_SERVING this long before it stops listening (runtime.server, DRAIN_SECONDS).
+HEALTH_CHECK_INTERVAL_SECONDS = 1
 DEFAULT_TIMEOUT = 10
 # Every setting read here, checked once the config is rendered.
 ENV = Env()
@@ -210,15 +216,55 @@ def cluster(service: str, identity: TlsFiles) -> dict[str, Any]:
         },
         "load_assignment": {"cluster_name": service, "endpoints": [{"lb_endpoints": endpoints}]},
         "transport_socket": upstream_tls(service, identity),
+        # One NOT_SERVING answer takes a draining replica out of the rotation.
         "health_checks": [
             {
                 "timeout": "1s",
-                "interval": "2s",
-                "unhealthy_threshold": 2,
+                "interval": f"{HEALTH_CHECK_INTERVAL_SECONDS}s",
+                "no_traffic_interval": f"{HEALTH_CHECK_INTERVAL_SECONDS}s",
+                "unhealthy_threshold": 1,
                 "healthy_threshold": 1,
                 "grpc_health_check": {"service_name": PROTO_SERVICES[service].full_name},
             }
         ],
+        # A replica that stops answering (killed) is ejected at its second failed
+        # connection, before its health check notices; HTTP statuses (a 503
+        # BOOKING_PENDING is an answer) never eject anyone.
+        "outlier_detection": {
+            "consecutive_gateway_failure": 2,
+            "enforcing_consecutive_gateway_failure": 100,
+            "enforcing_consecutive_5xx": 0,
+            "enforcing_success_rate": 0,
+            "interval": "1s",
+            "base_ejection_time": "2s",
+            "max_ejection_percent": 100,
+        },
+        # Retries ride through a restart under load: Envoy's default allows 3 at once.
+        "circuit_breakers": {"thresholds": [{"max_retries": 1024}]},
+    }
+
+
+def retry_policy_for(path: str, read_only: bool) -> dict[str, Any]:
+    """A request that never reached a service (refused connection or stream) is
+    sent again, to another replica if there is one; an idempotent one also
+    when the service died with it in hand. Backing off for a few seconds in
+    all covers a restart."""
+    retry_on = "connect-failure,refused-stream,reset-before-request"
+    if read_only or path in IDEMPOTENT_ROUTES:
+        retry_on += ",reset"
+    return {
+        "retry_on": retry_on,
+        "num_retries": 8,
+        "retry_back_off": {"base_interval": "0.25s", "max_interval": "1s"},
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": extension("retry.host.previous_hosts.v3.PreviousHostsPredicate")
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 3,
     }
 
 
@@ -252,11 +298,15 @@ def routes() -> list[dict[str, Any]]:
     per_minute = ENV.integer("AUTH_RATE_LIMIT_PER_MINUTE", 60, minimum=1)
     timeouts = route_timeouts()
     table = []
-    for service, method, _, _, _ in public_methods():
+    for service, method, verb, _, _ in public_methods():
         path = grpc_path(method)
         route: dict[str, Any] = {
             "match": {"path": path},
-            "route": {"cluster": service, "timeout": f"{timeouts.get(path, DEFAULT_TIMEOUT)}s"},
+            "route": {
+                "cluster": service,
+                "timeout": f"{timeouts.get(path, DEFAULT_TIMEOUT)}s",
+                "retry_policy": retry_policy_for(path, verb == "GET"),
+            },
         }
         if path in RATE_LIMITED:
             route["typed_per_filter_config"] = rate_limit(per_minute)

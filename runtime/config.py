@@ -224,6 +224,7 @@ class Settings:
     keys_dir: Path
     log_level: str
     shutdown_grace_seconds: float
+    drain_seconds: float  # NOT_SERVING before it stops listening, so Envoy routes elsewhere
     db_pool_size: int
     metrics_port: int  # Prometheus /metrics; 0 turns it off
     metrics_addr: str
@@ -264,6 +265,9 @@ def common(service: str, env: Env) -> dict[str, Any]:
         "keys_dir": Path(env.text("AUTH_KEYS_DIR", str(REPO_ROOT / "var" / "keys"))),
         "log_level": env.choice("LOG_LEVEL", "INFO", LOG_LEVELS, ignore_case=True),
         "shutdown_grace_seconds": env.number("SHUTDOWN_GRACE_SECONDS", 10.0, minimum=0),
+        # Two of Envoy's health-check intervals (envoy/render.py): it has asked,
+        # heard NOT_SERVING and stopped routing here before the listener closes.
+        "drain_seconds": env.number("DRAIN_SECONDS", 2.0, minimum=0),
         # Async handlers need few connections; PostgreSQL allows 100 in all.
         "db_pool_size": env.integer("DB_POOL_SIZE", 5, minimum=1, maximum=100),
         "metrics_port": env.integer(

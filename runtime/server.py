@@ -3,7 +3,10 @@
 One place sets up what each service needs around its servicers: the
 interceptor (request id, access rules, error mapping, logs, metrics),
 grpc.health.v1, server reflection, background workers, and a graceful
-shutdown on SIGTERM that stops taking new RPCs and drains in-flight ones.
+shutdown on SIGTERM: NOT_SERVING at once, still serving for DRAIN_SECONDS
+while Envoy's health checks take it out of the rotation, then no new RPCs,
+the in-flight ones finished (SHUTDOWN_GRACE_SECONDS at most), the workers
+stopped (the booking service's runs finish there), and exit.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ class GrpcService:
             loop.add_signal_handler(sig, stop.set)
         async with self.serving():
             await stop.wait()
-            log.info("shutting down: draining in-flight RPCs")
+            log.info("shutting down")
 
     @contextlib.asynccontextmanager
     async def serving(self) -> Any:
@@ -115,7 +118,10 @@ class GrpcService:
             try:
                 yield server
             finally:
-                # Tell health checkers first so Envoy stops routing here, then drain.
+                # Tell health checkers first and keep serving until Envoy has
+                # stopped routing here, then take no more calls and drain.
                 await health_servicer.enter_graceful_shutdown()
+                log.info("NOT_SERVING; draining for %gs", self.settings.drain_seconds)
+                await asyncio.sleep(self.settings.drain_seconds)
                 await server.stop(self.settings.shutdown_grace_seconds)
                 log.info("%s stopped", self.settings.service)

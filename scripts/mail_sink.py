@@ -1,6 +1,7 @@
 """A development SMTP server that keeps every email: as `.eml` files in a
-directory (open them in any mail client) and, in-process, in a list the
-tests read.
+directory (open them in any mail client), each written as it arrives, so the
+sink's memory stays the same however many arrive; and, for the tests that run
+it in-process, also in a list they read.
 
     python scripts/mail_sink.py --port 1025 --dir var/mail
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import email
 import email.policy
+import itertools
 import threading
 import time
 from email.message import EmailMessage
@@ -20,27 +22,34 @@ from aiosmtpd.controller import Controller
 
 
 class _Keeper:
-    def __init__(self, directory: Path | None) -> None:
+    def __init__(self, directory: Path | None, in_memory: bool) -> None:
         self.directory = directory
+        self.in_memory = in_memory
         self.messages: list[EmailMessage] = []
         self.lock = threading.Lock()
+        self._numbers = itertools.count(1)
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         raw: bytes = envelope.content
-        message = email.message_from_bytes(raw, policy=email.policy.default)
         with self.lock:
-            self.messages.append(message)  # type: ignore[arg-type]
-            count = len(self.messages)
+            number = next(self._numbers)
+            if self.in_memory:
+                message = email.message_from_bytes(raw, policy=email.policy.default)
+                self.messages.append(message)  # type: ignore[arg-type]
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            (self.directory / f"{time.strftime('%Y%m%d-%H%M%S')}-{count:05d}.eml").write_bytes(raw)
+            name = f"{time.strftime('%Y%m%d-%H%M%S')}-{number:05d}.eml"
+            (self.directory / name).write_bytes(raw)
         return "250 OK"
 
 
 class MailSink:
-    def __init__(self, port: int, directory: Path | None = None) -> None:
+    """`directory`: where each email is written; `in_memory`: also kept in
+    `messages` (the tests' sink; `make up`'s writes files only)."""
+
+    def __init__(self, port: int, directory: Path | None = None, in_memory: bool = True) -> None:
         self.port = port
-        self._keeper = _Keeper(directory)
+        self._keeper = _Keeper(directory, in_memory)
         self._controller: Controller | None = None
 
     @property
@@ -64,7 +73,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=1025)
     parser.add_argument("--dir", type=Path, default=Path("var/mail"))
     args = parser.parse_args()
-    MailSink(args.port, args.dir).start()
+    MailSink(args.port, args.dir, in_memory=False).start()
     print(f"SMTP sink on 127.0.0.1:{args.port}, saving to {args.dir}", flush=True)
     threading.Event().wait()
 

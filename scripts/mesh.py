@@ -4,6 +4,7 @@ test suite uses the same code to run its own mesh on free ports.
 
     python scripts/mesh.py backing   # start PostgreSQL/Redis/RabbitMQ if down
     python scripts/mesh.py up [--replicas N]
+    python scripts/mesh.py restart SERVICE [--kill]   # one service, as it was started
     python scripts/mesh.py down
 """
 
@@ -13,6 +14,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -165,11 +167,24 @@ class Mesh:
     def spawn(
         self, name: str, *argv: str, env: Mapping[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
+        full_env = {**self.service_env(), **(env or {})}
+        run = self.state / "run"
+        run.mkdir(parents=True, exist_ok=True)
+        # How it was started, so `restart` starts it again exactly so. The
+        # environment may hold settings nobody else should read: owner only.
+        spec = run / f"{name}.json"
+        spec.touch(mode=0o600)
+        spec.write_text(json.dumps({"argv": list(argv), "env": full_env}))
+        return self._launch(name, list(argv), full_env)
+
+    def _launch(
+        self, name: str, argv: list[str], env: Mapping[str, str]
+    ) -> subprocess.Popen[bytes]:
         self.logs.mkdir(parents=True, exist_ok=True)
         log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         process = subprocess.Popen(
             argv,
-            env={**self.service_env(), **(env or {})},
+            env=dict(env),
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -177,9 +192,38 @@ class Mesh:
         )
         log.close()
         self.processes[name] = process
-        (self.state / "run").mkdir(parents=True, exist_ok=True)
         (self.state / "run" / f"{name}.pid").write_text(str(process.pid))
         return process
+
+    def start_again(self, name: str, timeout: float = 30) -> None:
+        """Starts a stopped process as it was last started (argv and environment),
+        and waits until it serves."""
+        spec = json.loads((self.state / "run" / f"{name}.json").read_text())
+        self._launch(name, spec["argv"], spec["env"])
+        service = name.split("-")[0]
+        if service not in SERVICES:
+            return
+        from runtime.healthcheck import serving
+        from runtime.tls import TlsFiles
+
+        env = spec["env"]
+        addr = (
+            env.get("GRPC_LISTEN_ADDR")
+            or env.get(f"{service.upper()}_GRPC_ADDR", f"127.0.0.1:{DEFAULT_PORTS[service]}")
+        ).split(",")[0]
+        developer = TlsFiles.for_workload("developer", Path(env.get("TLS_DIR") or self.tls_dir))
+        wait_for(
+            lambda: serving(addr, identity=developer) or self._exited(name),
+            f"{name} on {addr}",
+            timeout,
+        )
+        if self._exited(name):
+            raise RuntimeError(f"{name} exited; see {self.logs / (name + '.log')}")
+
+    def restart(self, name: str, sig: int = signal.SIGTERM) -> None:
+        """Stops one process (draining it, with SIGTERM) and starts it again as it was."""
+        self.stop(name, sig)
+        self.start_again(name)
 
     def implemented(self) -> list[str]:
         return [s for s in SERVICES if (REPO / s / "__main__.py").exists()]
@@ -302,25 +346,67 @@ class Mesh:
         wait_for(lambda: port_open(int(port)), "the SMTP sink", 10)
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        """Stops a process this mesh started, or (from its pid file) one an earlier
+        `up` started; SIGKILL if it has not exited after `timeout`."""
         process = self.processes.pop(name, None)
-        if process is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        (self.state / "run" / f"{name}.pid").unlink(missing_ok=True)
+        pid_file = self.state / "run" / f"{name}.pid"
+        if process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        elif pid_file.exists():
+            pid = int(pid_file.read_text())
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, sig)
+                try:
+                    wait_for(lambda: not _alive(pid), f"{name} to exit", timeout)
+                except TimeoutError:
+                    os.killpg(pid, signal.SIGKILL)
+                    wait_for(lambda: not _alive(pid), f"{name} to die", timeout)
+        pid_file.unlink(missing_ok=True)
 
     def stop_all(self) -> None:
-        for name in reversed(list(self.processes)):
+        """Signals every process at once (each drains on its own), then waits."""
+        names = list(reversed(list(self.processes)))
+        for name in names:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.processes[name].pid, signal.SIGTERM)
+        for name in names:
             self.stop(name)
 
     def _exited(self, name: str) -> bool:
         process = self.processes.get(name)
         return process is not None and process.poll() is not None
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, exited but not yet reaped by its parent, is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def restart(state: Path, service: str, sig: int = signal.SIGTERM) -> None:
+    """Restarts every process of one service of the mesh `up` started (a replica at
+    a time, so the others keep serving), each with the argv and environment it
+    was started with; nothing else is touched."""
+    names = sorted(
+        p.stem
+        for p in (state / "run").glob("*.json")
+        if p.stem == service or re.fullmatch(rf"{re.escape(service)}-\d+", p.stem)
+    )
+    if not names or not (state / "run" / f"{names[0]}.pid").exists():
+        raise SystemExit(f"{service} is not running in the mesh of {state} (make up first)")
+    mesh = Mesh(state)
+    for name in names:
+        with timed(f"{name} restarted"):
+            mesh.restart(name, sig)
 
 
 def stop_from_pid_files(state: Path) -> None:
@@ -366,12 +452,16 @@ The mesh is up ({", ".join(mesh.implemented())}).
   Prometheus /metrics           {scrape}
   SMTP sink, every email kept   127.0.0.1:1025 -> {state / "mail"}/*.eml
   Logs                          {mesh.logs}/*.log  (make logs)
-Stop it with: make down""")
+Restart one service with: make restart SERVICE=booking   Stop it with: make down""")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("command", choices=["backing", "up", "down"])
+    parser.add_argument("command", choices=["backing", "up", "restart", "down"])
+    parser.add_argument("service", nargs="?", choices=SERVICES, help="for restart")
+    parser.add_argument(
+        "--kill", action="store_true", help="restart with SIGKILL instead of a graceful drain"
+    )
     parser.add_argument("--state", type=Path, default=REPO / "var")
     parser.add_argument(
         "--replicas",
@@ -384,6 +474,10 @@ def main() -> None:
         ensure_backing_services()
     elif args.command == "up":
         up(args.state, args.replicas)
+    elif args.command == "restart":
+        if args.service is None:
+            parser.error("restart needs a service: " + ", ".join(SERVICES))
+        restart(args.state, args.service, signal.SIGKILL if args.kill else signal.SIGTERM)
     else:
         stop_from_pid_files(args.state)
 
