@@ -9,11 +9,18 @@ Sections, each with its baseline measured in the same run:
   scale   GetEvent and first-page ListSeats for a 1,000- vs a 100,000-seat event
   memory  peak RSS of every service process after the sale and a burst of logins
   email   booking confirmed -> email in the SMTP sink, over 100 bookings
+  chaos   the same sale twice, undisturbed and with one service (--chaos-service,
+          payment) killed for 5 s mid-way: buyers retrying 503s with the same
+          request_id as clients do; confirmed/s of each, bookings failed or
+          refunded by the outage, and restart -> last PENDING booking settled
 
 Prints a table, writes bench/results/<time>.json and bench/latest.md (which
 the README quotes), each with the commit and the core count it was measured on.
 
     python -m bench.run [--buyers 64] [--seats 5000] [--seconds 5] [--only sale,rpc]
+
+It measures whatever mesh EDGE_PORT, the *_GRPC_ADDR and *_DATABASE_URL
+variables and MESH_STATE (its pid files and mail) point at; `make up`'s by default.
 """
 
 from __future__ import annotations
@@ -371,8 +378,12 @@ async def sale_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
     }
 
 
+def database_url(service: str) -> str:
+    return libpq_url(os.environ.get(f"{service.upper()}_DATABASE_URL", f"{PG}/{service}"))
+
+
 def audit_sale(event_id: str) -> dict[str, int]:
-    with psycopg.connect(libpq_url(f"{PG}/event")) as conn:
+    with psycopg.connect(database_url("event")) as conn:
         [(sold_twice,)] = conn.execute(
             "SELECT count(*) FROM (SELECT 1 FROM seat_sales WHERE event_id = %s AND "
             "returned_time IS NULL GROUP BY tier, row, number HAVING count(*) > 1) x",
@@ -385,7 +396,7 @@ def audit_sale(event_id: str) -> dict[str, int]:
                 (event_id,),
             )
         }
-    with psycopg.connect(libpq_url(f"{PG}/booking")) as conn:
+    with psycopg.connect(database_url("booking")) as conn:
         confirmed = {
             str(b)
             for (b,) in conn.execute(
@@ -643,6 +654,170 @@ async def email_section(admin: str, count: int = 100) -> dict[str, Any]:
     }
 
 
+CHAOS_OUTAGE_SECONDS = 5.0
+
+
+async def retrying_sale(
+    event: dict[str, Any],
+    tokens: list[str],
+    meanwhile: Callable[[asyncio.Event], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
+    """Buyers book 1-4 random seats until sold out, each attempt retried with its
+    request_id on a 503 (after its retry_after_seconds, or 0.3 s) as a client
+    would, until a final answer. `meanwhile(half sold)` runs beside the buyers
+    (the outage); the event is set once half the seats are sold."""
+    event_id = event["event_id"]
+    believed = FreeSeats(
+        [
+            f"{t['tier'].removeprefix('TIER_').lower()}-{r}-{n}"
+            for t in event["tiers"]
+            for r in range(1, t["rows"] + 1)
+            for n in range(1, t["seats_per_row"] + 1)
+        ]
+    )
+    statuses: dict[str, int] = {}
+    confirmed: list[str] = []
+    sold = [0]
+    half_sold = asyncio.Event()
+    capacity = len(believed)
+    latencies: list[float] = []
+
+    async def buyer(n: int) -> None:
+        http = HttpConnection(EDGE)
+        rng = random.Random(n)
+        while believed:
+            wanted = believed.sample(rng, rng.randint(1, 4))
+            request_id = str(uuid.uuid4())
+            started = time.perf_counter()
+            while True:
+                try:
+                    status, body = await http.request(
+                        "POST",
+                        "/v1/bookings",
+                        {
+                            "event_id": event_id,
+                            "seat_ids": wanted,
+                            "payment_method": CARD,
+                            "request_id": request_id,
+                        },
+                        tokens[n],
+                    )
+                except (OSError, ValueError):  # the edge dropped the connection
+                    await http.close()
+                    status, body = 0, None
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+                if status not in (0, 503):
+                    break
+                info = (body or {}).get("details", [{}])[0].get("metadata", {})
+                await asyncio.sleep(float(info.get("retry_after_seconds", 0.3)))
+            latencies.append(time.perf_counter() - started)
+            if status == 200:
+                confirmed.append(body["booking_id"])
+                believed.discard(wanted)
+                sold[0] += len(wanted)
+                if sold[0] * 2 >= capacity:
+                    half_sold.set()
+            elif status == 409:
+                taken = body["details"][0]["metadata"].get("seat_ids", "")
+                believed.discard(taken.split(",") if taken else wanted)
+            else:  # a final error: the sale moves on past these seats
+                believed.discard(wanted)
+        await http.close()
+
+    started = time.perf_counter()
+    beside = asyncio.create_task(meanwhile(half_sold)) if meanwhile else None
+    await asyncio.gather(*(buyer(n) for n in range(len(tokens))))
+    elapsed = time.perf_counter() - started
+    if beside is not None:
+        await beside
+    return {
+        "seconds": round(elapsed, 2),
+        "confirmed_bookings": len(confirmed),
+        "confirmed_per_second": round(len(confirmed) / elapsed, 1),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 1),
+        "answers": dict(sorted(statuses.items())),
+        "client_errors": sum(v for k, v in statuses.items() if k not in ("200", "409", "503")),
+    }
+
+
+def booking_states(event_id: str) -> dict[str, int]:
+    """PENDING / CONFIRMED / FAILED / refunded (FAILED with money taken) bookings."""
+    with psycopg.connect(database_url("booking")) as conn:
+        [(pending, confirmed, failed, refunded)] = conn.execute(
+            "SELECT count(*) FILTER (WHERE state = 1), count(*) FILTER (WHERE state = 2), "
+            "count(*) FILTER (WHERE state = 3), "
+            "count(*) FILTER (WHERE state = 3 AND payment_id IS NOT NULL) "
+            "FROM bookings WHERE event_id = %s",
+            (event_id,),
+        ).fetchall()
+    return {"pending": pending, "confirmed": confirmed, "failed": failed, "refunded": refunded}
+
+
+def pending_bookings(event_id: str) -> set[str]:
+    with psycopg.connect(database_url("booking")) as conn:
+        return {
+            str(b)
+            for (b,) in conn.execute(
+                "SELECT booking_id FROM bookings WHERE event_id = %s AND state = 1", (event_id,)
+            )
+        }
+
+
+async def chaos_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
+    from scripts.mesh import Mesh  # its restart: the argv and environment `up` used
+
+    tokens = await register_buyers(args.buyers)
+    seats = max(args.seats // 5, 200)
+    rows = max(seats // 50, 1)
+    tiers = [("TIER_STANDARD", 5000, rows, 50)]
+    http = HttpConnection(EDGE)
+    calm = await create_event(http, admin, "Calm sale", tiers)
+    stormy = await create_event(http, admin, "Stormy sale", tiers)
+    await http.close()
+    undisturbed = await retrying_sale(calm, tokens)
+
+    mesh = Mesh(STATE)
+    name = args.chaos_service
+    timeline: dict[str, float] = {}
+    capacity = rows * 50
+
+    async def outage(half_sold: asyncio.Event) -> None:
+        await half_sold.wait()
+        timeline["killed"] = time.perf_counter()
+        await asyncio.to_thread(mesh.stop, name, signal.SIGKILL)
+        await asyncio.sleep(CHAOS_OUTAGE_SECONDS)
+        await asyncio.to_thread(mesh.start_again, name)
+        timeline["restarted"] = time.perf_counter()
+        waiting = pending_bookings(stormy["event_id"])
+        while waiting:
+            await asyncio.sleep(0.2)
+            waiting &= pending_bookings(stormy["event_id"])
+        timeline["settled"] = time.perf_counter()
+
+    disturbed = await retrying_sale(stormy, tokens, outage)
+    # The last ones, if the sale ended first. noqa: the database signals nothing.
+    while pending_bookings(stormy["event_id"]):  # noqa: ASYNC110
+        await asyncio.sleep(0.2)
+    states = booking_states(stormy["event_id"])
+    return {
+        "service": name,
+        "outage_seconds": CHAOS_OUTAGE_SECONDS,
+        "buyers": args.buyers,
+        "capacity": capacity,
+        "undisturbed": undisturbed,
+        "disturbed": disturbed,
+        "disturbed_vs_undisturbed": round(
+            disturbed["confirmed_per_second"] / max(undisturbed["confirmed_per_second"], 0.1), 2
+        ),
+        "failed_bookings": states["failed"],
+        "refunded_bookings": states["refunded"],
+        "restart_seconds": round(timeline["restarted"] - timeline["killed"], 1),
+        "restart_to_last_pending_settled_seconds": round(
+            timeline["settled"] - timeline["restarted"], 1
+        ),
+    }
+
+
 def table(results: dict[str, Any]) -> str:
     lines = [
         f"Measured {results['time']} at commit {results['commit']} on {results['cores']} "
@@ -750,6 +925,32 @@ def table(results: dict[str, Any]) -> str:
             f"confirmation -> sink, {email['bookings']} bookings",
             f"median {email['median_ms']} ms, p95 {email['p95_ms']} ms",
         )
+    if "chaos" in results:
+        chaos = results["chaos"]
+        calm, storm = chaos["undisturbed"], chaos["disturbed"]
+        row(
+            "chaos",
+            f"{chaos['buyers']} buyers, {chaos['capacity']} seats, undisturbed (baseline)",
+            f"{calm['confirmed_per_second']} confirmed/s, p99 {calm['p99_ms']} ms",
+        )
+        row(
+            "chaos",
+            f"{chaos['service']} killed for {chaos['outage_seconds']:g} s mid-way",
+            f"{storm['confirmed_per_second']} confirmed/s ({chaos['disturbed_vs_undisturbed']} "
+            f"of undisturbed), p99 {storm['p99_ms']} ms, answers {storm['answers']}",
+        )
+        row(
+            "chaos",
+            "bookings failed / refunded by the outage (target 0)",
+            f"{chaos['failed_bookings']} / {chaos['refunded_bookings']}",
+        )
+        row(
+            "chaos",
+            "restart -> last PENDING booking settled (target ≤ 10 s)",
+            f"{chaos['restart_to_last_pending_settled_seconds']} s "
+            f"(down {chaos['restart_seconds']} s)",
+        )
+        row("chaos", "client errors other than 409 or 503", storm["client_errors"])
     return "\n".join(lines)
 
 
@@ -773,8 +974,7 @@ def vacuum_databases() -> None:
     machines), each run would otherwise measure a more bloated database than
     the last, and what production's autovacuum keeps from happening."""
     for service in SERVICES:
-        url = libpq_url(os.environ.get(f"{service.upper()}_DATABASE_URL", f"{PG}/{service}"))
-        with psycopg.connect(url, autocommit=True) as conn:
+        with psycopg.connect(database_url(service), autocommit=True) as conn:
             conn.execute("VACUUM (ANALYZE)")
 
 
@@ -797,8 +997,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "scale": lambda: scale_section(args, admin),
         "cpu": lambda: cpu_section(admin),
         "email": lambda: email_section(admin),
+        "chaos": lambda: chaos_section(args, admin),
     }
-    for name in ("rpc", "edge", "sale", "cpu", "scale", "memory", "email"):
+    for name in ("rpc", "edge", "sale", "cpu", "scale", "memory", "email", "chaos"):
         if name in sections:
             print(f"running {name} ...", flush=True)
             results[name] = (
@@ -813,7 +1014,8 @@ if __name__ == "__main__":
     parser.add_argument("--seats", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--only", default="rpc,edge,sale,cpu,scale,memory,email")
+    parser.add_argument("--only", default="rpc,edge,sale,cpu,scale,memory,email,chaos")
+    parser.add_argument("--chaos-service", default="payment", choices=SERVICES)
     arguments = parser.parse_args()
     outcome = asyncio.run(main(arguments))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

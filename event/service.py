@@ -347,7 +347,11 @@ class EventUseCases:
         )
         if lost:
             if set(seats) <= set(await self._sold_to(info, booking)):
-                return info, seats  # a retry of a sale that committed; Redis forgot it
+                # A retry of a sale that committed, whose hold Redis has since
+                # forgotten (or which died before marking it): mark it now, or
+                # a later hold would find the seats free in Redis.
+                await self._mark_sold(info, seats, booking_id)
+                return info, seats
             raise seats_unavailable(lost, FailedPrecondition, "HOLD_EXPIRED")
 
         if not await self._sale_path.sell(info.event_id, seats, booking, fencing_token):
@@ -358,6 +362,10 @@ class EventUseCases:
                     FailedPrecondition,
                 )
         self._availability.pop(info.event_id, None)
+        await self._mark_sold(info, seats, booking_id)
+        return info, seats
+
+    async def _mark_sold(self, info: EventInfo, seats: Sequence[SeatRef], booking_id: str) -> None:
         try:
             await self._holds.mark_sold(str(info.event_id), seats, booking_id)
         except Unavailable:
@@ -366,7 +374,6 @@ class EventUseCases:
             # hold (CONFIRM_GRACE_MS) that keeps these seats from anyone else.
             log.warning("sold %s but could not mark it in Redis yet", booking_id)
             self._marks_owed.append((str(info.event_id), seats, booking_id))
-        return info, seats
 
     async def _pay_marks_owed(self) -> None:
         while self._marks_owed:

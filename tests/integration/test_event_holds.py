@@ -205,6 +205,21 @@ def test_holds_rebuild_sold_markers_after_redis_lost_them(events, event, store) 
     assert store.get(f"ev:{{{event.event_id}}}:markers") is not None
 
 
+def test_a_retried_sale_whose_marker_redis_lost_marks_it_again(events, event, store) -> None:
+    """Event died between the commit and the marker (or Redis lost just that key):
+    booking's retry of the sale writes the marker, so no later hold finds the seat
+    free in Redis, to be sold and refunded."""
+    buyer = str(uuid.uuid4())
+    held = lock(events, event, ["vip-2-4"], buyer)
+    confirm(events, event, ["vip-2-4"], held, buyer)
+    marker = f"ev:{{{event.event_id}}}:hold:vip-2-4"
+    store.delete(marker)  # the markers flag stays: Redis vouches for the rest
+    assert len(confirm(events, event, ["vip-2-4"], held, buyer).seats) == 1
+    assert store.get(marker) == f"sold:{buyer}"
+    refused = error_details(fails(lock, events, event, ["vip-2-4"], "next-buyer"))
+    assert refused.reason == "SEAT_UNAVAILABLE"
+
+
 def test_a_marker_postgresql_disowns_does_not_block_a_hold(events, event, store) -> None:
     lock(events, event, ["vip-2-4"], "warm-up")  # the markers of this event are complete
     stale = f"ev:{{{event.event_id}}}:hold:vip-1-5"
