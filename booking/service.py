@@ -95,8 +95,9 @@ class BookingUseCases:
         self._payments = payments
         self._hold_ttl_seconds = hold_ttl_seconds
         self._retry = retry
-        # The sweep only takes a booking no run can still be driving (each run
-        # starts by touching it), so it never decides "no money" beside a charge.
+        # The sweep only takes a booking no run can still be driving (a run starts
+        # with the row touched: created, leased by a retry, claimed by a sweep),
+        # so it never decides "no money" beside a charge still in flight.
         self._settle_after_seconds = retry.saga_budget_seconds + sweep_grace_seconds
         # The runs going on in this process, one per booking: a retry joins its
         # booking's run instead of starting another.

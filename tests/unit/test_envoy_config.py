@@ -158,3 +158,31 @@ def test_envoy_refusals_carry_an_error_info_for_grpc_callers() -> None:
         info = error_details_pb2.ErrorInfo()
         assert (details.code, details.message) == (code, message)
         assert details.details[0].Unpack(info) and info.reason == reason
+
+
+def test_requests_that_never_reached_a_service_are_retried_and_idempotent_ones_on_reset() -> None:
+    policies = {
+        r["match"]["path"]: r["route"]["retry_policy"]["retry_on"].split(",")
+        for r in render.routes()
+        if "path" in r["match"] and "route" in r
+    }
+    never_arrived = {"connect-failure", "refused-stream", "reset-before-request"}
+    assert all(never_arrived <= set(on) for on in policies.values())
+    booking = "/ticketing.booking.v1.BookingService/"
+    assert "reset" in policies[booking + "CreateBooking"]  # its request_id makes it the same
+    assert "reset" in policies[booking + "GetBooking"]
+    assert "reset" not in policies[booking + "CancelBooking"]
+    assert "reset" not in policies["/ticketing.auth.v1.AuthService/Login"]
+
+
+def test_a_draining_or_dead_replica_leaves_the_rotation_within_the_drain() -> None:
+    from runtime.config import Settings
+
+    cluster = render.cluster("booking", render.TlsFiles.for_workload("edge"))
+    [check] = cluster["health_checks"]
+    assert check["unhealthy_threshold"] == 1
+    interval = float(check["interval"].removesuffix("s"))
+    drain = Settings.load("booking", {}).drain_seconds
+    assert drain >= 2 * interval, "Envoy must have asked (and heard NOT_SERVING) before it stops"
+    assert cluster["outlier_detection"]["enforcing_consecutive_5xx"] == 0
+    assert cluster["circuit_breakers"]["thresholds"][0]["max_retries"] >= 1000
