@@ -18,7 +18,7 @@ def environ(pid: int) -> dict[str, str]:
 
 
 def test_restart_starts_one_service_again_as_it_was(mesh: Mesh, edge: Edge) -> None:
-    before = {name: process.pid for name, process in mesh.processes.items()}
+    before = {name: p.pid for name, p in mesh.processes.items() if p.poll() is None}
     old = before["auth"]
     restarted = subprocess.run(
         [PYTHON, "scripts/mesh.py", "restart", "auth", "--state", str(mesh.state)],
