@@ -220,3 +220,15 @@ def test_logout_ends_the_access_token_everywhere(edge: Edge) -> None:
     assert edge.post("/v1/auth/logout", {"refresh_token": account.refresh_token}).status == 200
     refused_within(edge, "/v1/notifications", account.access_token, 5)
     refused_within(edge, "/v1/users/me", account.access_token, 5)
+
+
+def test_an_error_that_says_when_to_retry_carries_a_retry_after_header(edge: Edge) -> None:
+    """The hint in the ErrorInfo (retry_after_seconds) reaches HTTP clients as a
+    Retry-After header through Envoy, as BOOKING_PENDING's does."""
+    account = register_and_login(edge, "throttled")
+    guess = {"email": account.email, "password": "not-the-password"}
+    for _ in range(5):
+        assert edge.post("/v1/auth/login", guess).status == 401
+    refused = edge.post("/v1/auth/login", guess)
+    assert (refused.status, refused.reason) == (429, "TOO_MANY_ATTEMPTS")
+    assert refused.headers["retry-after"] == "1"
