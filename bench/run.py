@@ -13,6 +13,9 @@ Sections, each with its baseline measured in the same run:
           payment) killed for 5 s mid-way: buyers retrying 503s with the same
           request_id as clients do; confirmed/s of each, bookings failed or
           refunded by the outage, and restart -> last PENDING booking settled
+  refund  an event of 2,000 confirmed bookings cancelled: until all are refunded,
+          and until every buyer's email is in the sink
+  search  ListEvents with each filter over 100,000 more events
 
 Prints a table, writes bench/results/<time>.json and bench/latest.md (which
 the README quotes), each with the commit and the core count it was measured on.
@@ -818,6 +821,159 @@ async def chaos_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
     }
 
 
+def cancelled_emails() -> dict[str, float]:
+    """Booking ids of the sink's EVENT_CANCELLED emails, with when each landed."""
+    found = {}
+    for path in (STATE / "mail").glob("*.eml"):
+        message = message_from_bytes(path.read_bytes())
+        if message["X-Ticketing-Kind"] != "EVENT_CANCELLED":
+            continue
+        for part in message.walk():
+            if part.get_content_type() == "text/plain":
+                text = part.get_payload(decode=True).decode(errors="replace")
+                for word in text.split():
+                    if len(word) == 36 and word.count("-") == 4:
+                        found[word] = path.stat().st_mtime
+                break
+    return found
+
+
+async def refund_section(admin: str, count: int) -> dict[str, Any]:
+    """An event with `count` confirmed bookings cancelled: the time until every
+    booking is refunded (the Event's cancellation.finish_time) and until every
+    buyer's email is in the sink."""
+    http = HttpConnection(EDGE)
+    rows = (count + 49) // 50
+    event = await create_event(http, admin, "refund bench", [("TIER_STANDARD", 2500, rows, 50)])
+    tokens = await register_buyers(16)
+    seats = iter(range(count))
+    booking_ids: list[str] = []
+
+    async def buyer(n: int) -> None:
+        connection = HttpConnection(EDGE)
+        for seat in seats:
+            seat_id = f"standard-{seat // 50 + 1}-{seat % 50 + 1}"
+            booking_ids.append(await book_one(connection, tokens[n], event["event_id"], seat_id))
+        await connection.close()
+
+    booked_started = time.monotonic()
+    await asyncio.gather(*(buyer(n) for n in range(len(tokens))))
+    booking_seconds = time.monotonic() - booked_started
+    started, wall = time.monotonic(), time.time()
+    status, body = await http.request(
+        "POST", f"/v1/events/{event['event_id']}:cancel", {"reason": "bench"}, admin
+    )
+    assert status == 200, body
+    answered_ms = (time.monotonic() - started) * 1000
+    refunded = 0
+    while time.monotonic() - started < 600:
+        status, body = await http.request("GET", f"/v1/events/{event['event_id']}", None, None)
+        progress = body.get("cancellation", {})
+        refunded = progress.get("bookings_refunded", 0)
+        if progress.get("finish_time"):
+            break
+        await asyncio.sleep(0.25)
+    refund_seconds = time.monotonic() - started
+    await http.close()
+    wanted = set(booking_ids)
+    deadline = time.monotonic() + 300
+    landed = cancelled_emails()
+    while time.monotonic() < deadline and not wanted <= set(landed):
+        await asyncio.sleep(1)
+        landed = cancelled_emails()
+    emailed = [landed[b] for b in wanted if b in landed]
+    return {
+        "bookings": len(booking_ids),
+        "booking_seconds": round(booking_seconds, 1),
+        "cancel_answered_ms": round(answered_ms, 1),
+        "refunded": refunded,
+        "refund_seconds": round(refund_seconds, 1),
+        "emails": len(emailed),
+        "emails_seconds": round(max(emailed) - wall, 1) if emailed else None,
+    }
+
+
+SEARCH_WORDS = ("jazz", "opera", "rock", "folk", "ballet", "comedy", "techno", "choir")
+SEARCH_VENUES = ("Main Hall", "Riverside", "Old Mill", "Arena", "Blue Room")
+
+
+async def search_section(count: int) -> dict[str, Any]:
+    """ListEvents through Envoy over `count` extra events (made in the event
+    database directly, which is all a search reads): the first page unfiltered
+    and with each filter, 30 calls each; the events go again afterwards."""
+    organizers = [uuid.uuid4() for _ in range(200)]
+    url = libpq_url(os.environ.get("EVENT_DATABASE_URL", f"{PG}/event"))
+    tag = f"bench-search-{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            """
+            WITH made AS (
+                INSERT INTO events (event_id, title, description, venue, starts_at,
+                                    organizer_id, create_time, update_time, state)
+                SELECT gen_random_uuid(),
+                       format('%%s %%s night %%s', %(tag)s::text,
+                              (%(words)s::text[])[1 + n %% 8], n),
+                       '', (%(venues)s::text[])[1 + n %% 5],
+                       now() + make_interval(mins => 10 + n * 5),
+                       (%(organizers)s::uuid[])[1 + n %% 200], now(), now(),
+                       CASE WHEN n %% 50 = 0 THEN 3 WHEN n %% 50 = 1 THEN 1 ELSE 2 END
+                  FROM generate_series(1, %(count)s) AS n
+                RETURNING event_id)
+            INSERT INTO event_tiers (event_id, tier, price_minor, currency, rows, seats_per_row)
+            SELECT event_id, 1, 5000, 'USD', 10, 10 FROM made
+            """,
+            {
+                "tag": tag,
+                "words": list(SEARCH_WORDS),
+                "venues": list(SEARCH_VENUES),
+                "organizers": organizers,
+                "count": count,
+            },
+        )
+        conn.execute("ANALYZE events")
+    http = HttpConnection(EDGE)
+    soon = datetime.now(UTC) + timedelta(days=30)
+    window = (
+        f"starts_after={soon.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+        f"&starts_before={(soon + timedelta(days=7)).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    )
+    searches = {
+        "first page": "",
+        "organizer": f"organizer_id={organizers[7]}",
+        "starts window": window,
+        "state cancelled": "state=EVENT_STATE_CANCELLED",
+        "query rare (title)": "query=night%204242",
+        "query common (venue)": "query=riverside",
+        "organizer + query": f"organizer_id={organizers[7]}&query=jazz",
+    }
+    results: dict[str, Any] = {"events": count}
+    try:
+        for name, query in searches.items():
+            latencies = []
+            for _ in range(30):
+                began = time.perf_counter()
+                status, body = await http.request(
+                    "GET", f"/v1/events?page_size=20&{query}", None, None
+                )
+                latencies.append(time.perf_counter() - began)
+                assert status == 200, body
+            results[name] = {
+                "found": len(body.get("events", [])),
+                "p50_ms": round(percentile(latencies, 0.5) * 1000, 1),
+                "p95_ms": round(percentile(latencies, 0.95) * 1000, 1),
+            }
+    finally:
+        await http.close()
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "DELETE FROM event_tiers WHERE event_id IN "
+                "(SELECT event_id FROM events WHERE title LIKE %s)",
+                (f"{tag} %",),
+            )
+            conn.execute("DELETE FROM events WHERE title LIKE %s", (f"{tag} %",))
+    return results
+
+
 def table(results: dict[str, Any]) -> str:
     lines = [
         f"Measured {results['time']} at commit {results['commit']} on {results['cores']} "
@@ -951,6 +1107,32 @@ def table(results: dict[str, Any]) -> str:
             f"(down {chaos['restart_seconds']} s)",
         )
         row("chaos", "client errors other than 409 or 503", storm["client_errors"])
+    if "refund" in results:
+        refund = results["refund"]
+        row(
+            "refund",
+            f"cancel an event of {refund['bookings']} confirmed bookings: the call answers",
+            f"{refund['cancel_answered_ms']} ms",
+        )
+        row(
+            "refund",
+            "every booking refunded and cancelled (target < 60 s)",
+            f"{refund['refund_seconds']} s ({refund['refunded']} refunded)",
+        )
+        row(
+            "refund",
+            "every buyer's EVENT_CANCELLED email in the sink",
+            f"{refund['emails_seconds']} s ({refund['emails']} emails)",
+        )
+    if "search" in results:
+        search = results["search"]
+        for name, found in search.items():
+            if isinstance(found, dict):
+                row(
+                    "search",
+                    f"ListEvents over {search['events']:,} more events, {name}",
+                    f"p50 {found['p50_ms']} / p95 {found['p95_ms']} ms ({found['found']} found)",
+                )
     return "\n".join(lines)
 
 
@@ -998,8 +1180,21 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "cpu": lambda: cpu_section(admin),
         "email": lambda: email_section(admin),
         "chaos": lambda: chaos_section(args, admin),
+        "refund": lambda: refund_section(admin, args.refund_bookings),
+        "search": lambda: search_section(args.search_events),
     }
-    for name in ("rpc", "edge", "sale", "cpu", "scale", "memory", "email", "chaos"):
+    for name in (
+        "rpc",
+        "edge",
+        "sale",
+        "cpu",
+        "scale",
+        "memory",
+        "email",
+        "chaos",
+        "refund",
+        "search",
+    ):
         if name in sections:
             print(f"running {name} ...", flush=True)
             results[name] = (
@@ -1014,8 +1209,12 @@ if __name__ == "__main__":
     parser.add_argument("--seats", type=int, default=5000)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--only", default="rpc,edge,sale,cpu,scale,memory,email,chaos")
+    parser.add_argument(
+        "--only", default="rpc,edge,sale,cpu,scale,memory,email,chaos,refund,search"
+    )
     parser.add_argument("--chaos-service", default="payment", choices=SERVICES)
+    parser.add_argument("--refund-bookings", type=int, default=2000)
+    parser.add_argument("--search-events", type=int, default=100_000)
     arguments = parser.parse_args()
     outcome = asyncio.run(main(arguments))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")

@@ -6,11 +6,13 @@ import contextlib
 
 from booking.api import BookingServicer
 from booking.grpc_gateways import Downstream
-from booking.repository import PgCheckIns, PgLedger
+from booking.refunds import EventRefunds
+from booking.repository import PgCheckIns, PgEventRefunds, PgLedger
 from booking.service import BookingUseCases
 from booking.settings import BookingSettings
 from booking.tickets import TicketUseCases
 from runtime import cli
+from runtime.consumer import Consumer
 from runtime.outbox import OutboxRelay
 from runtime.pg import Database
 from runtime.server import GrpcService
@@ -18,6 +20,10 @@ from runtime.signing import KeyRing, ensure_key
 from runtime.tickets import TicketSigner
 from runtime.tls import TlsFiles
 from ticketing.booking.v1 import booking_pb2, booking_pb2_grpc
+
+# How often the refunds of cancelled events are looked at besides when one
+# arrives: for leases that lapsed and bookings that settled meanwhile.
+REFUND_PASS_SECONDS = 1.0
 
 
 async def build(settings: BookingSettings) -> GrpcService:
@@ -36,6 +42,13 @@ async def build(settings: BookingSettings) -> GrpcService:
         settings.hold_ttl_seconds,
         settings.retry,
         sweep_grace_seconds=settings.sweep_grace_seconds,
+    )
+    refunds = EventRefunds(
+        PgEventRefunds(database),
+        use_cases,
+        settings.event_refund_lease_seconds,
+        settings.event_refund_concurrency,
+        settings.event_refund_batch_size,
     )
     service = GrpcService(settings)
     service.add(
@@ -56,6 +69,8 @@ async def build(settings: BookingSettings) -> GrpcService:
         contextlib.aclosing(downstream),
         OutboxRelay(settings.database_url, settings.amqp_url),
         use_cases.working(settings.sweep_interval_seconds),
+        Consumer(settings.amqp_url, refunds.QUEUE, refunds.ROUTING_KEYS, refunds.record),
+        refunds.running(REFUND_PASS_SECONDS),
     ]
     return service
 

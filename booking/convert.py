@@ -65,6 +65,8 @@ def cancelled(booking: Booking, refunded_minor: int) -> messages_pb2.BookingCanc
         user_email=booking.user_email,
         event=event_summary(booking),
         refunded_amount=money(refunded_minor, booking.currency),
+        event_cancelled=booking.event_cancel_reason is not None,
+        event_cancellation_reason=booking.event_cancel_reason or "",
     )
 
 

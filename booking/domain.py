@@ -73,6 +73,8 @@ class Booking:
     update_time: datetime
     payment_id: uuid.UUID | None = None
     failure_reason: str = ""
+    # Set when the booking goes because its event was cancelled: the organizer's reason.
+    event_cancel_reason: str | None = None
 
     @property
     def seat_ids(self) -> list[str]:

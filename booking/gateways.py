@@ -117,6 +117,28 @@ class Payments(Protocol):
         """The payment made with this key, or None if none was."""
 
 
+class EventRefundLedger(Protocol):
+    """The cancelled events whose bookings are refunded (booking.refunds)."""
+
+    async def add(self, event_id: uuid.UUID, reason: str, cancel_time: datetime) -> bool:
+        """Records a cancelled event; False if it was recorded before."""
+
+    async def unfinished(self) -> list[tuple[uuid.UUID, str]]:
+        """(event id, reason) of every cancellation not yet done."""
+
+    async def mark(self, event_id: uuid.UUID, reason: str) -> int:
+        """Marks the event's confirmed bookings as going with it; how many were new."""
+
+    async def claim(self, event_id: uuid.UUID, lease_seconds: float, limit: int) -> list[Booking]:
+        """Marked bookings not yet cancelled nor leased, leased to the caller."""
+
+    async def progress(self, event_id: uuid.UUID) -> tuple[int, int, int]:
+        """(marked, of those cancelled, still being paid or not yet marked)."""
+
+    async def report(self, event_id: uuid.UUID, total: int, refunded: int, finished: bool) -> bool:
+        """Announces the progress if it changed; finished ends the cancellation."""
+
+
 class Ledger(Protocol):
     """The bookings and their outbox. Every call is one unit of work, all or
     nothing; a booking settles together with the message announcing it."""

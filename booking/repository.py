@@ -19,8 +19,9 @@ from sqlalchemy.dialects import postgresql as pg
 
 from booking import convert
 from booking.domain import Announcement, BookedSeat, Booking, EventSnapshot, State
-from runtime.outbox import INSERT_OUTBOX_ROW, outbox_table
+from runtime.outbox import INSERT_OUTBOX_ROW, OutboxMessage, outbox_table
 from runtime.pg import Database
+from ticketing.booking.v1 import messages_pb2
 
 metadata = sa.MetaData()
 
@@ -44,11 +45,14 @@ bookings = sa.Table(
     sa.Column("payment_id", pg.UUID(as_uuid=True)),
     sa.Column("failure_reason", sa.Text, nullable=False, server_default=""),
     sa.Column("cancel_requested_time", sa.DateTime(timezone=True)),
+    # Set on every confirmed booking of a cancelled event (booking migration 0003).
+    sa.Column("event_cancel_reason", sa.Text),
     sa.Column("create_time", sa.DateTime(timezone=True), nullable=False),
     sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("user_id", "request_id", name="one_booking_per_request"),
     sa.Index("bookings_by_user", "user_id", "create_time", "booking_id"),
     sa.Index("bookings_by_time", "create_time", "booking_id"),
+    sa.Index("bookings_by_event", "event_id", "state"),
     sa.Index(
         "bookings_unsettled",
         "update_time",
@@ -57,6 +61,27 @@ bookings = sa.Table(
 )
 
 outbox = outbox_table(metadata)
+
+# Cancelled events whose bookings are being refunded; done at finish_time.
+event_cancellations = sa.Table(
+    "event_cancellations",
+    metadata,
+    sa.Column("event_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("cancel_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column(
+        "receive_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    # What the last progress report said, so an unchanged one is not sent again.
+    sa.Column("reported_total", sa.Integer),
+    sa.Column("reported_refunded", sa.Integer),
+    sa.Column("finish_time", sa.DateTime(timezone=True)),
+    sa.Index(
+        "event_cancellations_unfinished",
+        "receive_time",
+        postgresql_where=sa.text("finish_time IS NULL"),
+    ),
+)
 
 # A ticket is admitted once: the primary key decides between concurrent scans.
 check_ins = sa.Table(
@@ -89,6 +114,7 @@ def _booking(row: Any) -> Booking:
         update_time=row.update_time,
         payment_id=row.payment_id,
         failure_reason=row.failure_reason,
+        event_cancel_reason=row.event_cancel_reason,
     )
 
 
@@ -254,6 +280,121 @@ class PgLedger:
             },
         )
         return [_booking(r) for r in rows]
+
+
+_CLAIM_EVENT_REFUNDS = """
+UPDATE bookings SET cancel_requested_time = coalesce(cancel_requested_time, now()),
+                    update_time = now()
+ WHERE booking_id IN (
+       SELECT booking_id FROM bookings
+        WHERE event_id = %(event_id)s AND state = %(confirmed)s
+          AND event_cancel_reason IS NOT NULL
+          AND (cancel_requested_time IS NULL
+               OR update_time < now() - make_interval(secs => %(lease)s))
+        -- the least recently tried first: one that keeps failing does not
+        -- keep the others waiting
+        ORDER BY update_time, booking_id
+        LIMIT %(limit)s
+          FOR UPDATE SKIP LOCKED)
+RETURNING *
+"""
+
+# The report and the row that remembers it, in one statement, and only when it
+# says something new.
+_REPORT_PROGRESS = f"""
+WITH reported AS (
+    UPDATE event_cancellations
+       SET reported_total = %(total)s, reported_refunded = %(refunded)s,
+           finish_time = CASE WHEN %(finished)s THEN now() END
+     WHERE event_id = %(event_id)s AND finish_time IS NULL
+       AND (reported_total IS DISTINCT FROM %(total)s
+            OR reported_refunded IS DISTINCT FROM %(refunded)s OR %(finished)s)
+    RETURNING event_id
+), announced AS (
+    {INSERT_OUTBOX_ROW} SELECT %(message_id)s, %(routing_key)s, %(message_type)s, %(payload)s,
+                               %(correlation_id)s FROM reported
+)
+SELECT count(*) AS reported FROM reported
+"""
+
+
+class PgEventRefunds:
+    """The cancelled events being refunded (booking.gateways.EventRefundLedger)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(self, event_id: uuid.UUID, reason: str, cancel_time: datetime) -> bool:
+        """Records a cancelled event; False if it was recorded before."""
+        added = await self._db.fetchone(
+            "INSERT INTO event_cancellations (event_id, reason, cancel_time) VALUES (%s, %s, %s) "
+            "ON CONFLICT DO NOTHING RETURNING event_id",
+            (event_id, reason, cancel_time),
+        )
+        return added is not None
+
+    async def unfinished(self) -> list[tuple[uuid.UUID, str]]:
+        rows = await self._db.fetchall(
+            "SELECT event_id, reason FROM event_cancellations WHERE finish_time IS NULL "
+            "ORDER BY receive_time",
+            (),
+        )
+        return [(r.event_id, r.reason) for r in rows]
+
+    async def mark(self, event_id: uuid.UUID, reason: str) -> int:
+        """Marks the event's confirmed bookings as going with it (again and again:
+        a booking still being paid when the event was cancelled may confirm after)."""
+        return await self._db.execute(
+            "UPDATE bookings SET event_cancel_reason = %s "
+            "WHERE event_id = %s AND state = %s AND event_cancel_reason IS NULL",
+            (reason, event_id, State.CONFIRMED.value),
+        )
+
+    async def claim(self, event_id: uuid.UUID, lease_seconds: float, limit: int) -> list[Booking]:
+        """Marked bookings not yet cancelled, leased to this caller for a while."""
+        rows = await self._db.fetchall(
+            _CLAIM_EVENT_REFUNDS,
+            {
+                "event_id": event_id,
+                "confirmed": State.CONFIRMED.value,
+                "lease": lease_seconds,
+                "limit": limit,
+            },
+        )
+        return [_booking(r) for r in rows]
+
+    async def progress(self, event_id: uuid.UUID) -> tuple[int, int, int]:
+        """(bookings to refund, refunded, unsettled) of the event: unsettled ones
+        are still being paid, or confirmed and not yet marked."""
+        row = await self._db.fetchone(
+            "SELECT count(*) FILTER (WHERE event_cancel_reason IS NOT NULL) AS total, "
+            "count(*) FILTER (WHERE event_cancel_reason IS NOT NULL AND state = %s) AS refunded, "
+            "count(*) FILTER (WHERE state = %s "
+            "                 OR (state = %s AND event_cancel_reason IS NULL)) AS unsettled "
+            "FROM bookings WHERE event_id = %s",
+            (State.CANCELLED.value, State.PENDING.value, State.CONFIRMED.value, event_id),
+        )
+        assert row is not None
+        return row.total, row.refunded, row.unsettled
+
+    async def report(self, event_id: uuid.UUID, total: int, refunded: int, finished: bool) -> bool:
+        """Announces the progress if it changed (finished: for the last time)."""
+        message = messages_pb2.EventRefundProgress(
+            event_id=str(event_id), bookings_total=total, bookings_refunded=refunded
+        )
+        if finished:
+            message.finish_time.GetCurrentTime()
+        row = await self._db.fetchone(
+            _REPORT_PROGRESS,
+            {
+                "event_id": event_id,
+                "total": total,
+                "refunded": refunded,
+                "finished": finished,
+                **OutboxMessage("booking.event_refunds", message).row(),
+            },
+        )
+        return bool(row and row.reported)
 
 
 class PgCheckIns:

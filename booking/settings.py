@@ -25,6 +25,9 @@ class BookingSettings(Settings):
     retry: RetryPolicy  # Envoy's timeouts for the saga's routes derive from the same
     sweep_grace_seconds: float
     sweep_interval_seconds: float
+    event_refund_lease_seconds: float  # a refund's lease; then it is tried again
+    event_refund_concurrency: int
+    event_refund_batch_size: int
     ticket_keys_dir: Path  # the notification service's: tickets on demand and check-in
 
     @classmethod
@@ -37,6 +40,9 @@ class BookingSettings(Settings):
             retry=retry_policy(env),
             sweep_grace_seconds=env.number("SWEEP_GRACE_SECONDS", 30.0, minimum=0),
             sweep_interval_seconds=env.number("SWEEP_INTERVAL_SECONDS", 15.0, above=0),
+            event_refund_lease_seconds=env.number("EVENT_REFUND_LEASE_SECONDS", 30.0, above=0),
+            event_refund_concurrency=env.integer("EVENT_REFUND_CONCURRENCY", 16, minimum=1),
+            event_refund_batch_size=env.integer("EVENT_REFUND_BATCH_SIZE", 64, minimum=1),
             ticket_keys_dir=ticket_keys_dir(env),
         )
         # The sweep must reach a PENDING booking while its hold still lasts, or

@@ -6,12 +6,14 @@ import contextlib
 
 from event.api import EventServicer
 from event.holds import HoldStore, reporting_holds
+from event.refund_progress import RefundProgress
 from event.repository import SalePath
 from event.sales import SalesReports
 from event.service import EventUseCases
 from event.settings import EventSettings
 from runtime import cli, db
 from runtime.consumer import Consumer
+from runtime.outbox import OutboxRelay
 from runtime.pg import Database
 from runtime.server import GrpcService
 from ticketing.event.v1 import event_pb2, event_pb2_grpc
@@ -43,6 +45,14 @@ async def build(settings: EventSettings) -> GrpcService:
         contextlib.aclosing(holds),
         reporting_holds(holds),
         Consumer(settings.amqp_url, sales.QUEUE, sales.ROUTING_KEYS, sales.record),
+        Consumer(
+            settings.amqp_url,
+            RefundProgress.QUEUE,
+            RefundProgress.ROUTING_KEYS,
+            RefundProgress(use_cases).record,
+        ),
+        # Announces cancellations (event.cancelled) written with them.
+        OutboxRelay(settings.database_url, settings.amqp_url),
     ]
     return service
 

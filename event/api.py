@@ -224,6 +224,14 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         view = await self._events.update_event(caller(), event.event_id, changes, mask, event.etag)
         return event_to_proto(view)
 
+    async def CancelEvent(
+        self, request: event_pb2.CancelEventRequest, context: grpc.aio.ServicerContext
+    ) -> event_pb2.Event:
+        view = await self._events.cancel_event(
+            caller(), request.event_id, request.reason, request.etag
+        )
+        return event_to_proto(view)
+
     async def PublishEvent(
         self, request: event_pb2.PublishEventRequest, context: grpc.aio.ServicerContext
     ) -> event_pb2.Event:

@@ -30,6 +30,7 @@ MAX_TITLE_LENGTH = field_rules(event_pb2.Event, "title").max_len
 MAX_VENUE_LENGTH = field_rules(event_pb2.Event, "venue").max_len
 MAX_DESCRIPTION_LENGTH = field_rules(event_pb2.Event, "description").max_len
 MAX_QUERY_LENGTH = field_rules(event_pb2.ListEventsRequest, "query").max_len
+MAX_CANCEL_REASON_LENGTH = field_rules(event_pb2.CancelEventRequest, "reason").max_len
 ORGANIZER_ID = re.compile(field_rules(event_pb2.ListEventsRequest, "organizer_id").pattern)
 # A price in minor units: 10^12 is ten billion in a two-decimal currency, and a
 # hold's total (MAX_SEATS_PER_HOLD seats) stays far inside int64.

@@ -11,12 +11,26 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import sqlalchemy as sa
+from psycopg import errors as pg_errors
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from event.domain import EventInfo, EventSearch, EventState, SeatRef, Tier, TierPlan
+from event.domain import (
+    Cancellation,
+    EventInfo,
+    EventSearch,
+    EventState,
+    SeatRef,
+    Tier,
+    TierPlan,
+)
+from runtime import timestamps
 from runtime.consumer import processed_messages_table
+from runtime.errors import FailedPrecondition
+from runtime.outbox import enqueue, outbox_table
 from runtime.pg import Database
+from ticketing.event.v1 import event_pb2
+from ticketing.event.v1 import messages_pb2 as event_messages_pb2
 
 metadata = sa.MetaData()
 
@@ -38,6 +52,12 @@ events = sa.Table(
     # Moves with every change; the etag is made of it.
     sa.Column("version", sa.BigInteger, nullable=False, server_default="1"),
     sa.Column("update_time", sa.DateTime(timezone=True), nullable=False),
+    # Set by CancelEvent; the counts as the booking service reports its refunds.
+    sa.Column("cancel_reason", sa.Text),
+    sa.Column("cancel_time", sa.DateTime(timezone=True)),
+    sa.Column("cancel_bookings_total", sa.Integer),
+    sa.Column("cancel_bookings_refunded", sa.Integer),
+    sa.Column("cancel_finish_time", sa.DateTime(timezone=True)),
     sa.CheckConstraint("state IN (1, 2, 3)", name="event_state_valid"),
     sa.Index("events_by_start", "starts_at", "event_id"),
     # ListEvents' filters (event migration 0006): an organizer's events, the
@@ -142,6 +162,18 @@ def _in(seat_list: Sequence[SeatRef]) -> sa.ColumnElement[bool]:
     return sa.tuple_(*_SEAT_KEY).in_([(s.tier.value, s.row, s.number) for s in seat_list])
 
 
+def _cancellation(row: sa.Row) -> Cancellation | None:
+    if row.cancel_time is None:
+        return None
+    return Cancellation(
+        row.cancel_reason or "",
+        row.cancel_time,
+        row.cancel_bookings_total or 0,
+        row.cancel_bookings_refunded or 0,
+        row.cancel_finish_time,
+    )
+
+
 class Catalog:
     """Queries on one connection, inside the caller's transaction."""
 
@@ -223,6 +255,17 @@ class Catalog:
         )
         if changed.rowcount != 1:
             return False
+        if after.cancellation is not None and before.cancellation is None:
+            await self._conn.execute(
+                events.update()
+                .where(events.c.event_id == after.event_id)
+                .values(
+                    cancel_reason=after.cancellation.reason,
+                    cancel_time=after.cancellation.cancel_time,
+                    cancel_bookings_total=0,
+                    cancel_bookings_refunded=0,
+                )
+            )
         if after.tiers != before.tiers:
             if [p.shape for p in after.tiers] == [p.shape for p in before.tiers]:
                 for plan in after.tiers:
@@ -318,11 +361,49 @@ class Catalog:
                     sale_end_time=row.sale_end_time,
                     version=row.version,
                     update_time=row.update_time,
+                    cancellation=_cancellation(row),
                 )
                 if known is None
                 else dataclasses.replace(known, tiers=(*known.tiers, plan))
             )
         return list(found.values())
+
+    async def announce_cancelled(self, event: EventInfo) -> None:
+        """Writes the event's `event.cancelled` message to the outbox, in the
+        transaction that cancels it."""
+        assert event.cancellation is not None
+        message = event_messages_pb2.EventCancelled(
+            event=event_pb2.EventSummary(
+                event_id=str(event.event_id),
+                title=event.title,
+                venue=event.venue,
+                starts_at=timestamps.to_proto(event.starts_at),
+            ),
+            organizer_id=str(event.organizer_id),
+            reason=event.cancellation.reason,
+            cancel_time=timestamps.to_proto(event.cancellation.cancel_time),
+        )
+        await enqueue(self._conn, outbox, "event.cancelled", message)
+
+    async def record_refund_progress(
+        self, event_id: uuid.UUID, total: int, refunded: int, finish_time: datetime | None
+    ) -> bool:
+        """Moves a cancelled event's refund counts on; both only grow, so a
+        report that arrives late changes nothing. False if the event is unknown."""
+        changed = await self._conn.execute(
+            events.update()
+            .where(events.c.event_id == event_id, events.c.cancel_time.is_not(None))
+            .values(
+                cancel_bookings_total=sa.func.greatest(
+                    sa.func.coalesce(events.c.cancel_bookings_total, 0), total
+                ),
+                cancel_bookings_refunded=sa.func.greatest(
+                    sa.func.coalesce(events.c.cancel_bookings_refunded, 0), refunded
+                ),
+                cancel_finish_time=sa.func.coalesce(events.c.cancel_finish_time, finish_time),
+            )
+        )
+        return changed.rowcount == 1
 
     async def sold_to(self, event_id: uuid.UUID, booking_id: uuid.UUID) -> list[SeatRef]:
         rows = await self._conn.execute(
@@ -412,6 +493,7 @@ sales = sa.Table(
 )
 
 processed_messages = processed_messages_table(metadata)
+outbox = outbox_table(metadata)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -472,6 +554,8 @@ def _columns(seat_list: Sequence[SeatRef]) -> tuple[list[int], list[int], list[i
     )
 
 
+# What sell_seats raises for an event not on sale (event migration 0007).
+EVENT_NOT_ON_SALE = "TK001"
 _SEATS_IN = "(tier, row, number) IN (SELECT * FROM unnest(%s::smallint[], %s::int[], %s::int[]))"
 
 
@@ -484,11 +568,19 @@ class SalePath:
     async def sell(
         self, event_id: uuid.UUID, seat_list: Sequence[SeatRef], booking_id: uuid.UUID, fence: int
     ) -> bool:
-        """Sells every seat to the booking, or (returning False) none of them."""
-        row = await self._db.fetchone(
-            "SELECT sell_seats(%s, %s::smallint[], %s::int[], %s::int[], %s, %s) AS sold",
-            (event_id, *_columns(seat_list), booking_id, fence),
-        )
+        """Sells every seat to the booking, or (returning False) none of them;
+        FailedPrecondition EVENT_CANCELLED once the event is cancelled."""
+        try:
+            row = await self._db.fetchone(
+                "SELECT sell_seats(%s, %s::smallint[], %s::int[], %s::int[], %s, %s) AS sold",
+                (event_id, *_columns(seat_list), booking_id, fence),
+            )
+        except pg_errors.DatabaseError as error:
+            if error.sqlstate != EVENT_NOT_ON_SALE:
+                raise
+            raise FailedPrecondition(
+                "EVENT_CANCELLED", "the event is cancelled", {"event_id": str(event_id)}
+            ) from error
         return bool(row and row.sold)
 
     async def sold_among(self, event_id: uuid.UUID, seat_list: Sequence[SeatRef]) -> set[SeatRef]:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from event import domain
 from event.domain import (
+    Cancellation,
     EventChanges,
     EventInfo,
     EventSearch,
@@ -480,6 +481,53 @@ class EventUseCases:
         self._remember(info)
         log.info("updated %s of event %s", ",".join(paths), info.event_id)
         return await self.get_event(who, str(info.event_id))
+
+    async def cancel_event(self, who: Caller, event_id: str, reason: str, etag: str) -> EventView:
+        """Cancels the event and, in the same transaction, announces it: the
+        booking service refunds its bookings from that message, so the call
+        returns at once. Cancelling a cancelled event changes nothing."""
+        if len(reason) > domain.MAX_CANCEL_REASON_LENGTH:
+            raise bad_field(
+                "reason", f"must be at most {domain.MAX_CANCEL_REASON_LENGTH} characters"
+            )
+        now = datetime.now(UTC)
+
+        async def cancel(conn: AsyncConnection) -> EventInfo:
+            catalog = Catalog(conn)
+            current = await self._owned_event(who, event_id, catalog)
+            if current.state is EventState.CANCELLED:
+                return current  # cancelled already: once is enough
+            _check_etag(current, etag)
+            domain.check_changeable(current, now)
+            after = dataclasses.replace(
+                current,
+                state=EventState.CANCELLED,
+                version=current.version + 1,
+                update_time=now,
+                cancellation=Cancellation(reason.strip(), now),
+            )
+            if not await catalog.update_event(current, after):
+                raise etag_mismatch(current)
+            await catalog.announce_cancelled(after)
+            log.info("cancelled event %s", current.event_id)
+            return after
+
+        info = await in_transaction(self._engine, cancel)
+        self._remember(info)
+        return await self.get_event(who, str(info.event_id))
+
+    async def record_refund_progress(
+        self, event_id: uuid.UUID, total: int, refunded: int, finish_time: datetime | None
+    ) -> None:
+        """Notes how far the booking service got refunding a cancelled event."""
+        async with self._engine.begin() as conn:
+            known = await Catalog(conn).record_refund_progress(
+                event_id, total, refunded, finish_time
+            )
+        if not known:
+            log.warning("refund progress of %s, which is not a cancelled event", event_id)
+        self._events.pop(event_id, None)
+        self._availability.pop(event_id, None)
 
     async def publish_event(self, who: Caller, event_id: str) -> EventView:
         now = datetime.now(UTC)

@@ -193,6 +193,10 @@ def bound(schema: dict[str, Any], rules: rules_pb2.FieldRules) -> None:
         schema["maximum"] = rules.lte
 
 
+def nullable(properties: dict[str, Any]) -> dict[str, Any]:
+    return {name: {"anyOf": [value, {"type": "null"}]} for name, value in properties.items()}
+
+
 def error_statuses(method: MethodDescriptor) -> list[int]:
     options = method.GetOptions()
     codes = [*ANY_RPC, *options.Extensions[rules_pb2.errors].codes]
@@ -347,6 +351,10 @@ class Document:
             if body == "*":
                 schema = self.object_schema(message, request=True, skip=path_fields)
                 required = bool(schema.get("required"))
+                if not required:
+                    # A body of options only (a reason, say): null is an option
+                    # not given, as the transcoder reads it.
+                    schema["properties"] = nullable(schema["properties"])
             else:
                 field = message.fields_by_name[body]
                 schema = self.field_schema(field, request=True)
@@ -356,10 +364,7 @@ class Document:
                     # and null for one it clears.
                     schema = self.object_schema(field.message_type, request=True)
                     schema.pop("required", None)
-                    schema["properties"] = {
-                        name: {"anyOf": [value, {"type": "null"}]}
-                        for name, value in schema["properties"].items()
-                    }
+                    schema["properties"] = nullable(schema["properties"])
             operation["requestBody"] = {
                 "required": required,
                 "content": {"application/json": {"schema": schema}},

@@ -20,6 +20,7 @@ CLIENTS = [
     "clients/curl/purchase.sh",
     "clients/go/main.go",
     "clients/ts/purchase.test.ts",
+    "clients/curl/organizer.sh",
     "clients/grpcurl/purchase.sh",
     "clients/node/purchase.test.mjs",
     "clients/grpc-web/list-events.mjs",
@@ -58,6 +59,23 @@ def test_curl_purchase(mesh: Mesh) -> None:
         "application/pdf",
         '{"seat_id":"vip-1-4"}',
         '"ALREADY_CHECKED_IN"',
+        '{"state":"BOOKING_STATE_CANCELLED"}',
+    ]
+
+
+def test_curl_organizer_lifecycle(mesh: Mesh) -> None:
+    lines = run(mesh, "bash", "clients/curl/organizer.sh").splitlines()
+    assert lines == [
+        '{"role":"ROLE_ORGANIZER"}',
+        '{"state":"EVENT_STATE_DRAFT","etag":"\\"1\\""}',
+        "404",
+        '{"title":"Summer festival","etag":"\\"2\\"","price":"4500"}',
+        '["ETAG_MISMATCH"]',
+        '{"state":"EVENT_STATE_PUBLISHED"}',
+        '["Summer festival"]',
+        '{"state":"BOOKING_STATE_CONFIRMED","total":"4500"}',
+        '{"state":"EVENT_STATE_CANCELLED","reason":"Storm warning"}',
+        '{"bookings_total":1,"bookings_refunded":1}',
         '{"state":"BOOKING_STATE_CANCELLED"}',
     ]
 

@@ -43,6 +43,7 @@ def world(edge: Edge) -> dict[str, Any]:
     # second), which must not catch the buyer's later calls.
     bystander = register_and_login(edge, "openapi-role")
     event = edge.post("/v1/events", event_body(), token=admin).body
+    doomed = edge.post("/v1/events", event_body(title="Doomed"), token=admin).body
     booking = edge.post(
         "/v1/bookings",
         {
@@ -59,6 +60,7 @@ def world(edge: Edge) -> dict[str, Any]:
         "buyer": buyer,
         "bystander": bystander,
         "event": event,
+        "doomed": doomed,
         "booking": booking,
         "ticket": tickets.body["tickets"][0]["ticket_token"],
     }
@@ -112,6 +114,12 @@ def calls(world: dict[str, Any]) -> dict[str, tuple[str, str, Any, str | None]]:
             admin,
         ),
         "EventService_PublishEvent": ("POST", f"/v1/events/{event_id}:publish", {}, admin),
+        "EventService_CancelEvent": (
+            "POST",
+            f"/v1/events/{world['doomed']['event_id']}:cancel",
+            {"reason": "Storm"},
+            admin,
+        ),
         "EventService_ListEvents": ("GET", "/v1/events?page_size=2", None, None),
         "EventService_ListSeats": ("GET", f"/v1/events/{event_id}/seats?tier=TIER_VIP", None, None),
         "EventService_GetSalesReport": ("GET", f"/v1/events/{event_id}/sales", None, admin),
