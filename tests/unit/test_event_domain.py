@@ -9,12 +9,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from event.domain import (
+    UPDATABLE_FIELDS,
     EventInfo,
+    EventState,
     SeatRef,
     Tier,
     TierPlan,
     check_new_event,
+    check_on_sale,
     check_seat_request,
+    check_tier_change,
+    check_update_mask,
     parse_seat_id,
 )
 from runtime.errors import Invalid, ServiceError
@@ -171,3 +176,75 @@ def test_a_long_venue_or_seat_id_is_refused_without_being_echoed() -> None:
     found = violations(check_seat_request, ["vip-1-1" * 9000, "x" * 30], EVENT)
     assert found["seat_ids[0]"] == "must be at most 32 characters"
     assert len(found["seat_ids[1]"]) < 100
+
+
+def _reason(call: object, *args: object) -> str:
+    with pytest.raises(ServiceError) as caught:
+        call(*args)  # type: ignore[operator]
+    return caught.value.reason
+
+
+def test_an_event_is_on_sale_only_published_within_its_window_and_before_it_starts() -> None:
+    check_on_sale(EVENT, NOW)
+    draft = dataclasses.replace(EVENT, state=EventState.DRAFT)
+    cancelled = dataclasses.replace(EVENT, state=EventState.CANCELLED)
+    window = dataclasses.replace(
+        EVENT, sale_start_time=NOW + timedelta(days=1), sale_end_time=NOW + timedelta(days=2)
+    )
+    assert _reason(check_on_sale, draft, NOW) == "EVENT_NOT_PUBLISHED"
+    assert _reason(check_on_sale, cancelled, NOW) == "EVENT_CANCELLED"
+    assert _reason(check_on_sale, window, NOW) == "SALE_NOT_OPEN"
+    check_on_sale(window, NOW + timedelta(days=1))
+    assert _reason(check_on_sale, window, NOW + timedelta(days=2)) == "SALE_ENDED"
+    assert _reason(check_on_sale, EVENT, EVENT.starts_at) == "EVENT_STARTED"
+
+
+def test_a_sale_window_fits_before_the_start() -> None:
+    tiers = list(EVENT.tiers)
+    starts = NOW + timedelta(days=30)
+    for start, end, field in [
+        (NOW + timedelta(days=2), NOW + timedelta(days=1), "event.sale_end_time"),
+        (starts, None, "event.sale_start_time"),
+        (None, starts + timedelta(seconds=1), "event.sale_end_time"),
+    ]:
+        with pytest.raises(Invalid) as caught:
+            check_new_event("Show", "Hall", starts, "", tiers, NOW, start, end)
+        assert [v.field for v in caught.value.violations] == [field]
+    check_new_event("Show", "Hall", starts, "", tiers, NOW, None, starts)
+
+
+def test_an_update_mask_names_updatable_fields_only() -> None:
+    assert check_update_mask(["title", "tiers", "title"]) == ["title", "tiers"]
+    for mask in ([], ["organizer_id"], ["title", "state"], ["etag"]):
+        with pytest.raises(Invalid) as caught:
+            check_update_mask(mask)
+        assert {v.field for v in caught.value.violations} == {"update_mask"}
+    # The same list the proto's pattern for update_mask (and so the OpenAPI document) states.
+    assert UPDATABLE_FIELDS == (
+        "title",
+        "description",
+        "venue",
+        "starts_at",
+        "sale_start_time",
+        "sale_end_time",
+        "tiers",
+    )
+
+
+def test_a_published_seat_map_keeps_its_shape_but_not_its_prices() -> None:
+    repriced = [dataclasses.replace(p, price_minor=p.price_minor * 2) for p in EVENT.tiers]
+    check_tier_change(EVENT, repriced)
+    bigger = [dataclasses.replace(p, rows=p.rows + 1) for p in EVENT.tiers]
+    assert _reason(check_tier_change, EVENT, bigger) == "SEAT_MAP_FIXED"
+    other_currency = [dataclasses.replace(p, currency="EUR") for p in EVENT.tiers]
+    assert _reason(check_tier_change, EVENT, other_currency) == "SEAT_MAP_FIXED"
+    check_tier_change(dataclasses.replace(EVENT, state=EventState.DRAFT), bigger)
+
+
+def test_drafts_are_visible_to_their_organizer_and_admins() -> None:
+    draft = dataclasses.replace(EVENT, state=EventState.DRAFT)
+    assert draft.visible_to(str(draft.organizer_id), False)
+    assert draft.visible_to(str(uuid.uuid4()), True)
+    assert not draft.visible_to(str(uuid.uuid4()), False) and not draft.visible_to(None, False)
+    assert EVENT.visible_to(None, False)
+    assert dataclasses.replace(EVENT, version=7).etag == '"7"'
