@@ -4,6 +4,10 @@ Sections, each with its baseline measured in the same run:
   rpc     empty health RPC vs LockSeat+ReleaseSeat vs GetEvent, one server, same concurrency
   edge    GetEvent over direct gRPC vs HTTP/JSON through Envoy
   sale    a flash sale through Envoy: N buyers book 1-4 random seats until sold out
+  sale2   the same sale in two steps: each buyer holds the seats (CreateHold), then
+          books the hold (CreateBooking with hold_id)
+  holds   best-available holds (CreateHold, 2 seats) on a 100,000-seat event,
+          16 buyers at once through Envoy
   cpu     CPU per booking in every process (services, PostgreSQL, Redis, RabbitMQ,
           Envoy), over sequential bookings with the emails counted apart
   scale   GetEvent and first-page ListSeats for a 1,000- vs a 100,000-seat event
@@ -290,14 +294,36 @@ class FreeSeats:
                 self._where[last] = where
 
 
-async def sale_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
+async def purchase(
+    http: HttpConnection, token: str, event_id: str, wanted: list[str], two_step: bool
+) -> tuple[int, Any]:
+    """One buyer's try: book the seats, or hold them and then book the hold."""
+    booking: dict[str, Any] = {"payment_method": CARD, "request_id": str(uuid.uuid4())}
+    if two_step:
+        status, held = await http.request(
+            "POST",
+            f"/v1/events/{event_id}/holds",
+            {"seat_ids": wanted, "request_id": str(uuid.uuid4())},
+            token,
+        )
+        if status != 200:
+            return status, held
+        booking["hold_id"] = held["hold_id"]
+    else:
+        booking |= {"event_id": event_id, "seat_ids": wanted}
+    return await http.request("POST", "/v1/bookings", booking, token)
+
+
+async def sale_section(
+    args: argparse.Namespace, admin: str, two_step: bool = False
+) -> dict[str, Any]:
     tokens = await register_buyers(args.buyers)
     http = HttpConnection(EDGE)
     rows = args.seats // 50
     event = await create_event(
         http,
         admin,
-        "Flash sale",
+        "Two-step flash sale" if two_step else "Flash sale",
         [("TIER_STANDARD", 5000, rows * 4 // 5, 50), ("TIER_VIP", 15000, rows // 5, 50)],
     )
     await http.close()
@@ -321,17 +347,7 @@ async def sale_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
         while believed:
             wanted = believed.sample(rng, rng.randint(1, 4))
             started = time.perf_counter()
-            status, body = await http.request(
-                "POST",
-                "/v1/bookings",
-                {
-                    "event_id": event_id,
-                    "seat_ids": wanted,
-                    "payment_method": CARD,
-                    "request_id": str(uuid.uuid4()),
-                },
-                tokens[n],
-            )
+            status, body = await purchase(http, tokens[n], event_id, wanted, two_step)
             latencies.append(time.perf_counter() - started)
             outcomes[status] = outcomes.get(status, 0) + 1
             if status == 200:
@@ -606,6 +622,42 @@ async def scale_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
         results["get_event_100k"]["p50_ms"] / results["get_event_1k"]["p50_ms"], 2
     )
     return results
+
+
+async def holds_section(args: argparse.Namespace, admin: str, callers: int = 16) -> dict[str, Any]:
+    """Best-available on a 100,000-seat event: `callers` buyers at once each
+    ask for the best two standard seats, again and again, through Envoy."""
+    tokens = await register_buyers(callers)
+    http = HttpConnection(EDGE)
+    event = await create_event(
+        http,
+        admin,
+        "100k seats, best available",
+        [
+            ("TIER_STANDARD", 1000, 160, 500),
+            ("TIER_VIP", 5000, 30, 500),
+            ("TIER_VVIP", 9000, 10, 500),
+        ],
+    )
+    await http.close()
+    connections = [HttpConnection(EDGE) for _ in range(callers)]
+    placements: dict[str, int] = {}
+
+    async def best_available(worker: int) -> None:
+        status, body = await connections[worker].request(
+            "POST",
+            f"/v1/events/{event['event_id']}/holds",
+            {"best_available": {"tier": "TIER_STANDARD", "quantity": 2}},
+            tokens[worker],
+        )
+        assert status == 200, body
+        placement = body.get("placement", "")
+        placements[placement] = placements.get(placement, 0) + 1
+
+    result = await hammer(callers, args.seconds, best_available)
+    for connection in connections:
+        await connection.close()
+    return {"callers": callers, **result, "placements": placements}
 
 
 async def login_burst(count: int = 200) -> int:
@@ -1047,6 +1099,38 @@ def table(results: dict[str, Any]) -> str:
             f"share of the machine the {sale['buyers']} buyers themselves take",
             f"{sale['load_generator_cpu_share']:.0%}",
         )
+    if "sale2" in results:
+        two = results["sale2"]
+        row(
+            "sale2",
+            f"two steps (hold, then book the hold): {two['buyers']} buyers, "
+            f"{two['capacity']} seats",
+            f"sold out in {two['seconds']} s",
+        )
+        row("sale2", "confirmed bookings/s", two["confirmed_per_second"])
+        row(
+            "sale2",
+            "purchase latency (hold + book) p50 / p95 / p99",
+            f"{two['p50_ms']} / {two['p95_ms']} / {two['p99_ms']} ms",
+        )
+        row(
+            "sale2",
+            "seats sold / sold twice / left held",
+            f"{two['seats_sold']} / {two['seats_sold_twice']} / {two['seats_left_held']}",
+        )
+        row(
+            "sale2",
+            "CPU per confirmed booking, refusals included",
+            f"{two['cpu_ms_per_confirmed']} ms",
+        )
+    if "holds" in results:
+        best = results["holds"]
+        row(
+            "holds",
+            f"best-available hold, 100,000-seat event, {best['callers']} callers "
+            "(p99 target < 50 ms)",
+            ops(best),
+        )
     if "cpu" in results:
         cpu = results["cpu"]
         row(
@@ -1176,6 +1260,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "rpc": lambda: rpc_section(args, admin),
         "edge": lambda: edge_section(args, admin),
         "sale": lambda: sale_section(args, admin),
+        "sale2": lambda: sale_section(args, admin, two_step=True),
+        "holds": lambda: holds_section(args, admin),
         "scale": lambda: scale_section(args, admin),
         "cpu": lambda: cpu_section(admin),
         "email": lambda: email_section(admin),
@@ -1187,6 +1273,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "rpc",
         "edge",
         "sale",
+        "sale2",
+        "holds",
         "cpu",
         "scale",
         "memory",
@@ -1210,7 +1298,8 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
-        "--only", default="rpc,edge,sale,cpu,scale,memory,email,chaos,refund,search"
+        "--only",
+        default="rpc,edge,sale,sale2,holds,cpu,scale,memory,email,chaos,refund,search",
     )
     parser.add_argument("--chaos-service", default="payment", choices=SERVICES)
     parser.add_argument("--refund-bookings", type=int, default=2000)

@@ -34,6 +34,7 @@ class BookingServicer(booking_pb2_grpc.BookingServiceServicer):
             if request.HasField("payment_method")
             else None,
             request.request_id,
+            request.hold_id,
         )
         return booking_to_proto(booking)
 

@@ -117,18 +117,26 @@ def booking_id_for(user_id: str, request_id: str) -> uuid.UUID:
 
 
 def check_request(
-    event_id: str, seat_ids: Sequence[str], has_payment_method: bool, request_id: str
+    event_id: str,
+    seat_ids: Sequence[str],
+    has_payment_method: bool,
+    request_id: str,
+    hold_id: str = "",
 ) -> None:
     """What booking can check alone; the event and payment services check the rest."""
     problems = Violations()
-    if not event_id:
-        problems.add("event_id", "is required")
-    else:
-        try:
-            uuid.UUID(event_id)
-        except ValueError:
-            problems.add("event_id", "is not a valid id")
-    if not seat_ids:
+    for name, value in (("event_id", event_id), ("hold_id", hold_id)):
+        if value:
+            try:
+                uuid.UUID(value)
+            except ValueError:
+                problems.add(name, "is not a valid id")
+    if not event_id and not hold_id:
+        problems.add("event_id", "is required (or buy a hold with hold_id)")
+    if hold_id:
+        if seat_ids:
+            problems.add("seat_ids", "must be empty with hold_id: the hold says which seats")
+    elif not seat_ids:
         problems.add("seat_ids", "at least one seat is required")
     elif len(seat_ids) > MAX_SEATS:
         problems.add("seat_ids", f"at most {MAX_SEATS} seats per booking")

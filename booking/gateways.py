@@ -50,6 +50,10 @@ class SeatHolds(Protocol):
     ) -> Hold:
         """All the seats or none: Conflict SEAT_UNAVAILABLE when one is taken."""
 
+    async def claim(self, hold_id: str, user_id: uuid.UUID, booking_id: uuid.UUID) -> Hold:
+        """The user's hold (CreateHold), handed to the booking once: NotFound
+        HOLD_NOT_FOUND, FailedPrecondition HOLD_EXPIRED or HOLD_USED otherwise."""
+
     async def release(self, event_id: str, seat_ids: Sequence[str], owner_token: str) -> None:
         """Lets go of the owner's holds; seats held by someone else stay theirs."""
 

@@ -15,6 +15,7 @@ from booking.domain import EventSnapshot
 from booking.gateways import Card, HeldSeat, Hold, Payment, PaymentState
 from runtime import status, timestamps, tls
 from runtime.errors import NotFound
+from runtime.identity import current_caller
 from runtime.logs import request_id_var
 from ticketing.event.v1 import event_pb2, event_pb2_grpc
 from ticketing.payment.v1 import payment_pb2, payment_pb2_grpc
@@ -59,6 +60,24 @@ class _Gateway:
         return {"timeout": self._timeout, "metadata": (("x-request-id", request_id_var.get()),)}
 
 
+def _hold(held: event_pb2.LockSeatResponse) -> Hold:
+    return Hold(
+        owner_token=held.owner_token,
+        fencing_token=held.fencing_token,
+        expire_time=timestamps.from_proto(held.expire_time),
+        seats=tuple(
+            HeldSeat(s.seat_id, s.tier, s.price.amount_minor, s.price.currency_code)
+            for s in held.seats
+        ),
+        event=EventSnapshot(
+            uuid.UUID(held.event.event_id),
+            held.event.title,
+            held.event.venue,
+            timestamps.from_proto(held.event.starts_at),
+        ),
+    )
+
+
 class GrpcSeatHolds(_Gateway):
     def __init__(self, stub: event_pb2_grpc.EventServiceStub, timeout_seconds: float) -> None:
         super().__init__(timeout_seconds)
@@ -67,30 +86,35 @@ class GrpcSeatHolds(_Gateway):
     async def hold(
         self, event_id: str, seat_ids: Sequence[str], owner: str, ttl_seconds: int
     ) -> Hold:
+        # The buyer whose request this is (none in the sweep): the seats count
+        # towards their max_tickets_per_user.
+        buyer = current_caller.get()
         try:
             held = await self._stub.LockSeat(
                 event_pb2.LockSeatRequest(
-                    event_id=event_id, seat_ids=seat_ids, owner=owner, ttl_seconds=ttl_seconds
+                    event_id=event_id,
+                    seat_ids=seat_ids,
+                    owner=owner,
+                    ttl_seconds=ttl_seconds,
+                    user_id=buyer.user_id if buyer else "",
                 ),
                 **self._options(),
             )
         except grpc.aio.AioRpcError as error:
             raise status.service_error(error) from error
-        return Hold(
-            owner_token=held.owner_token,
-            fencing_token=held.fencing_token,
-            expire_time=timestamps.from_proto(held.expire_time),
-            seats=tuple(
-                HeldSeat(s.seat_id, s.tier, s.price.amount_minor, s.price.currency_code)
-                for s in held.seats
-            ),
-            event=EventSnapshot(
-                uuid.UUID(held.event.event_id),
-                held.event.title,
-                held.event.venue,
-                timestamps.from_proto(held.event.starts_at),
-            ),
-        )
+        return _hold(held)
+
+    async def claim(self, hold_id: str, user_id: uuid.UUID, booking_id: uuid.UUID) -> Hold:
+        try:
+            held = await self._stub.ClaimHold(
+                event_pb2.ClaimHoldRequest(
+                    hold_id=hold_id, user_id=str(user_id), booking_id=str(booking_id)
+                ),
+                **self._options(),
+            )
+        except grpc.aio.AioRpcError as error:
+            raise status.service_error(error) from error
+        return _hold(held)
 
     async def release(self, event_id: str, seat_ids: Sequence[str], owner_token: str) -> None:
         try:

@@ -112,15 +112,19 @@ class BookingUseCases:
         seat_ids: Sequence[str],
         card: Card | None,
         request_id: str,
+        hold_id: str = "",
     ) -> Booking:
-        domain.check_request(event_id, seat_ids, card is not None, request_id)
+        domain.check_request(event_id, seat_ids, card is not None, request_id, hold_id)
         assert card is not None
         booking_id = domain.booking_id_for(who.user_id, request_id)
         existing = await self._ledger.get(booking_id)
         if existing is None:
             until = self._retry.deadline()
             try:
-                held = await self._hold(event_id, seat_ids, booking_id, until)
+                if hold_id:
+                    held = await self._claim(hold_id, who, booking_id, event_id)
+                else:
+                    held = await self._hold(event_id, seat_ids, booking_id, until)
             except ServiceError:
                 # A concurrent retry of this request may have sold the seats to this
                 # very booking between the ledger check above and the hold.
@@ -135,7 +139,7 @@ class BookingUseCases:
                 if await self._ledger.add(booking):
                     return await self._first_run(booking, card, until)
                 existing = await self._get(booking_id)  # a concurrent retry got there first
-        if str(existing.event.event_id) != event_id:
+        if str(existing.event.event_id) != (event_id or str(existing.event.event_id)):
             raise domain.request_id_reused(existing)
         if existing.state is State.PENDING:
             return await self._resume(existing, card)
@@ -210,13 +214,29 @@ class BookingUseCases:
             payment = await self._charge(booking, card, until)
         return await self._settle_charge(booking, payment, until)
 
+    async def _claim(self, hold_id: str, who: Caller, booking_id: uuid.UUID, event_id: str) -> Hold:
+        """A hold the buyer made (CreateHold) instead of a fresh one: from here on
+        the saga runs as for seats it held itself, with the hold's owner token."""
+        try:
+            held = await self._seats.claim(hold_id, uuid.UUID(who.user_id), booking_id)
+        except (Unavailable, Internal) as error:
+            raise event_unavailable() from error
+        if event_id and str(held.event.event_id) != event_id:
+            raise bad_field("event_id", "is not the event of the hold")
+        return held
+
     async def _hold(
-        self, event_id: str, seat_ids: Sequence[str], booking_id: uuid.UUID, until: float
+        self,
+        event_id: str,
+        seat_ids: Sequence[str],
+        booking_id: uuid.UUID,
+        until: float,
+        owner: str = "",
     ) -> Hold:
         async def hold() -> Hold:
             # The booking id is the owner: holding again what it holds is a no-op.
             return await self._seats.hold(
-                event_id, seat_ids, str(booking_id), self._hold_ttl_seconds
+                event_id, seat_ids, owner or str(booking_id), self._hold_ttl_seconds
             )
 
         try:
@@ -299,7 +319,11 @@ class BookingUseCases:
             except ServiceError as error:
                 raise Unsettled("the seats could not be confirmed yet") from error
             try:
-                held = await self._hold(event_id, booking.seat_ids, booking.booking_id, until)
+                # Under the booking's own owner token (a CreateHold's, when it
+                # bought one), which the sale then presents.
+                held = await self._hold(
+                    event_id, booking.seat_ids, booking.booking_id, until, booking.owner_token
+                )
             except Unavailable as error:
                 raise Unsettled("the seats could not be confirmed yet") from error
             except ServiceError:

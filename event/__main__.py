@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 from event.api import EventServicer
+from event.checkout import HoldUseCases
 from event.holds import HoldStore, reporting_holds
 from event.refund_progress import RefundProgress
 from event.repository import SalePath
@@ -37,7 +38,7 @@ async def build(settings: EventSettings) -> GrpcService:
     service.add(
         event_pb2.DESCRIPTOR.services_by_name["EventService"],
         event_pb2_grpc.add_EventServiceServicer_to_server,
-        EventServicer(use_cases, sales),
+        EventServicer(use_cases, sales, HoldUseCases(use_cases, holds, settings.hold_ttl_seconds)),
     )
     service.workers += [
         db.disposing(engine),

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 import grpc
-from google.protobuf import timestamp_pb2
+from google.protobuf import empty_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
+from event.checkout import ADJACENT, SPLIT, HoldUseCases, HoldView
 from event.domain import (
     Cancellation,
     EventChanges,
@@ -20,7 +21,7 @@ from event.domain import (
 )
 from event.repository import TierSales
 from event.sales import SalesReports
-from event.service import EventUseCases, EventView, SeatStatus
+from event.service import EventUseCases, EventView, HoldResult, SeatStatus
 from runtime import timestamps
 from runtime.errors import bad_field
 from runtime.identity import caller, optional_caller
@@ -34,6 +35,7 @@ _STATUS_TO_PROTO = {
 }
 _STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
 AVAILABILITY_CACHE_CONTROL = "public, max-age=1"
+_PLACEMENT = {ADJACENT: event_pb2.PLACEMENT_ADJACENT, SPLIT: event_pb2.PLACEMENT_SPLIT}
 
 
 def money(plan: TierPlan) -> money_pb2.Money:
@@ -87,6 +89,7 @@ def event_to_proto(view: EventView) -> event_pb2.Event:
         starts_at=timestamps.to_proto(info.starts_at),
         organizer_id=str(info.organizer_id),
         create_time=timestamps.to_proto(info.create_time),
+        max_tickets_per_user=info.max_tickets_per_user,
         tiers=[
             event_pb2.EventTier(
                 tier=t.plan.tier.value,
@@ -148,6 +151,35 @@ def _plans(event: event_pb2.Event) -> list[TierPlan]:
     return plans
 
 
+def hold_to_proto(view: HoldView) -> event_pb2.Hold:
+    plans = [view.info.plan_for(s) for s in view.seats]
+    return event_pb2.Hold(
+        hold_id=view.hold_id,
+        event_id=str(view.info.event_id),
+        seats=[
+            event_pb2.HeldSeat(seat_id=s.seat_id, tier=s.tier.value, price=money(plan))
+            for s, plan in zip(view.seats, plans, strict=True)
+        ],
+        total=money_pb2.Money(
+            currency_code=view.info.currency, amount_minor=sum(p.price_minor for p in plans)
+        ),
+        expire_time=timestamps.from_millis(view.expire_ms),
+        renewals_left=view.renewals_left,
+        placement=_PLACEMENT.get(view.placement, event_pb2.PLACEMENT_UNSPECIFIED),
+        booking_id=view.booking_id,
+    )
+
+
+def lock_response(held: HoldResult) -> event_pb2.LockSeatResponse:
+    return event_pb2.LockSeatResponse(
+        owner_token=held.owner,
+        fencing_token=held.hold.fencing_token,
+        expire_time=timestamps.from_millis(held.hold.expire_ms),
+        seats=[seat_to_proto(s, held.event.plan_for(s), SeatStatus.HELD) for s in held.seats],
+        event=summary(held.event),
+    )
+
+
 def sales_to_proto(info: EventInfo, tiers: list[TierSales]) -> event_pb2.SalesReport:
     def total(field: str) -> money_pb2.Money:
         return money_pb2.Money(
@@ -180,9 +212,44 @@ def sales_to_proto(info: EventInfo, tiers: list[TierSales]) -> event_pb2.SalesRe
 
 
 class EventServicer(event_pb2_grpc.EventServiceServicer):
-    def __init__(self, use_cases: EventUseCases, sales: SalesReports) -> None:
+    def __init__(self, use_cases: EventUseCases, sales: SalesReports, holds: HoldUseCases) -> None:
         self._events = use_cases
         self._sales = sales
+        self._holds = holds
+
+    async def CreateHold(
+        self, request: event_pb2.CreateHoldRequest, context: grpc.aio.ServicerContext
+    ) -> event_pb2.Hold:
+        best = None
+        if request.HasField("best_available"):
+            wish = request.best_available
+            best = (_tier(wish.tier, "best_available.tier"), wish.quantity)
+        view = await self._holds.create(
+            caller(), request.event_id, list(request.seat_ids), best, request.request_id
+        )
+        return hold_to_proto(view)
+
+    async def GetHold(
+        self, request: event_pb2.GetHoldRequest, context: grpc.aio.ServicerContext
+    ) -> event_pb2.Hold:
+        return hold_to_proto(await self._holds.get(caller(), request.hold_id))
+
+    async def RenewHold(
+        self, request: event_pb2.RenewHoldRequest, context: grpc.aio.ServicerContext
+    ) -> event_pb2.Hold:
+        return hold_to_proto(await self._holds.renew(caller(), request.hold_id))
+
+    async def ReleaseHold(
+        self, request: event_pb2.ReleaseHoldRequest, context: grpc.aio.ServicerContext
+    ) -> empty_pb2.Empty:
+        await self._holds.release(caller(), request.hold_id)
+        return empty_pb2.Empty()
+
+    async def ClaimHold(
+        self, request: event_pb2.ClaimHoldRequest, context: grpc.aio.ServicerContext
+    ) -> event_pb2.LockSeatResponse:
+        held = await self._holds.claim(request.hold_id, request.user_id, request.booking_id)
+        return lock_response(held)
 
     async def GetSalesReport(
         self, request: event_pb2.GetSalesReportRequest, context: grpc.aio.ServicerContext
@@ -204,6 +271,7 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
             _state(event.state, "event.state"),
             _time_field(event, "sale_start_time"),
             _time_field(event, "sale_end_time"),
+            event.max_tickets_per_user,
         )
         return event_to_proto(view)
 
@@ -289,15 +357,13 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         self, request: event_pb2.LockSeatRequest, context: grpc.aio.ServicerContext
     ) -> event_pb2.LockSeatResponse:
         held = await self._events.lock(
-            request.event_id, request.seat_ids, request.owner, request.ttl_seconds
+            request.event_id,
+            request.seat_ids,
+            request.owner,
+            request.ttl_seconds,
+            request.user_id,
         )
-        return event_pb2.LockSeatResponse(
-            owner_token=held.owner,
-            fencing_token=held.hold.fencing_token,
-            expire_time=timestamps.from_millis(held.hold.expire_ms),
-            seats=[seat_to_proto(s, held.event.plan_for(s), SeatStatus.HELD) for s in held.seats],
-            event=summary(held.event),
-        )
+        return lock_response(held)
 
     async def ReleaseSeat(
         self, request: event_pb2.ReleaseSeatRequest, context: grpc.aio.ServicerContext

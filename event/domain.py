@@ -136,6 +136,8 @@ class EventInfo:
     version: int = 1
     update_time: datetime | None = None
     cancellation: Cancellation | None = None
+    # Seats one user may hold and own at once for this event; 0: no limit.
+    max_tickets_per_user: int = 0
 
     @property
     def etag(self) -> str:

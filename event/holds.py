@@ -37,23 +37,100 @@ from runtime.errors import Unavailable
 from runtime.redis_client import redis_client
 from runtime.tasks import periodically
 
-# KEYS: fence, markers-complete flag, hold keys (n), held sets (n).
-# ARGV: owner, ttl_ms, seat ids (n).
-# Returns {-1} while the event's state needs a rebuild; {0, taken seat ids, their
-# holders} when some seat is someone else's; else {1, fencing token, expiry}.
+# Per user, when the buyer is known, a sorted set `ev:{event}:user:<user>` scores
+# each seat the user holds by its expiry and each seat they bought by +inf, so
+# the event's max_tickets_per_user is checked in the same script that takes the
+# seats: sixteen attempts at once by one user cannot pass it together. The
+# hash `ev:{event}:owners` says whose an owner token's holds are (for the sale
+# and the release), `ev:{event}:buyers` whose a booking's seats are (for a
+# return). Those user keys are named inside the scripts from the event's key
+# prefix (ARGV), all under the event's hash tag.
+
+# Best-available, chosen and taken in one script, so callers asking at once get
+# different seats instead of racing for the same ones. The candidates are seats
+# PostgreSQL says are unsold, in seat-map order; the script skips those held (or
+# marked sold) and takes the first `quantity` side by side in one row, or, in
+# mode 'any', the first `quantity` free ones. KEYS: fence, markers-complete
+# flag, owners, hold keys (m), held sets (m). ARGV: owner, ttl_ms, user, limit,
+# key prefix, quantity, mode ('adjacent' or 'any'), candidate seat ids (m).
+# Returns {-1} (rebuild first), {-2, seats counted} (over the user's limit),
+# {0} (no such seats among the candidates), or {1, fencing token, expiry, seat ids}.
+_LOCK_BEST = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) < 2 then return {-1} end
+local m = (#KEYS - 3) / 2
+local owner, ttl, user, limit = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local quantity, mode = tonumber(ARGV[6]), ARGV[7]
+local chosen, run, last_row, last_number = nil, {}, nil, nil
+local free = {}
+for i = 1, m do
+  if not redis.call('GET', KEYS[3 + i]) then
+    local id = ARGV[7 + i]
+    local row, number = string.match(id, '-(%d+)-(%d+)$')
+    row, number = tonumber(row), tonumber(number)
+    if row ~= last_row or number ~= last_number + 1 then run = {} end
+    run[#run + 1] = i
+    last_row, last_number = row, number
+    if #free < quantity then free[#free + 1] = i end
+    if #run == quantity then chosen = run break end
+  end
+end
+if not chosen and mode == 'any' and #free == quantity then chosen = free end
+if not chosen then return {0} end
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local userkey = ARGV[5] .. 'user:' .. user
+if user ~= '' then
+  redis.call('ZREMRANGEBYSCORE', userkey, '-inf', now)
+  if limit > 0 then
+    local counted = redis.call('ZCARD', userkey)
+    if counted + quantity > limit then return {-2, counted} end
+  end
+end
+local expiry = now + ttl
+local reply = {1, 0, expiry}
+for _, i in ipairs(chosen) do
+  local id = ARGV[7 + i]
+  redis.call('SET', KEYS[3 + i], owner, 'PX', ttl)
+  redis.call('ZREMRANGEBYSCORE', KEYS[3 + m + i], '-inf', now)
+  redis.call('ZADD', KEYS[3 + m + i], expiry, id)
+  if user ~= '' then redis.call('ZADD', userkey, expiry, id) end
+  reply[#reply + 1] = id
+end
+if user ~= '' then redis.call('HSET', KEYS[3], owner, user) end
+reply[2] = redis.call('INCR', KEYS[1])
+return reply
+"""
+
+# KEYS: fence, markers-complete flag, owners, hold keys (n), held sets (n).
+# ARGV: owner, ttl_ms, user ('' if unknown), limit (0: none), key prefix, seat ids (n).
+# Returns {-1} while the event's state needs a rebuild; {-2, seats counted} when
+# the user's limit would be passed; {0, taken seat ids, their holders} when some
+# seat is someone else's; else {1, fencing token, expiry}.
 # A seat the owner holds already keeps its expiry: locking again must not
 # extend a hold, or one caller could keep seats off sale forever. The hold's
 # expiry is then its earliest seat's.
 _LOCK = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) < 2 then return {-1} end
-local n = (#KEYS - 2) / 2
-local owner, ttl = ARGV[1], tonumber(ARGV[2])
+local n = (#KEYS - 3) / 2
+local owner, ttl, user, limit = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local userkey = ARGV[5] .. 'user:' .. user
+if user ~= '' then
+  redis.call('ZREMRANGEBYSCORE', userkey, '-inf', now)
+  if limit > 0 then
+    local counted = redis.call('ZCARD', userkey)
+    local extra = 0
+    for i = 1, n do
+      if not redis.call('ZSCORE', userkey, ARGV[5 + i]) then extra = extra + 1 end
+    end
+    if counted + extra > limit then return {-2, counted} end
+  end
+end
 local taken, holders, fresh, expiries = {}, {}, {}, {}
 local expiry = now + ttl
 for i = 1, n do
-  local key = KEYS[2 + i]
+  local key = KEYS[3 + i]
   expiries[i] = now + ttl
   if redis.call('SET', key, owner, 'NX', 'PX', ttl) then
     fresh[#fresh + 1] = key
@@ -68,7 +145,7 @@ for i = 1, n do
         expiry = math.min(expiry, expiries[i])
       end
     else
-      taken[#taken + 1] = ARGV[2 + i]
+      taken[#taken + 1] = ARGV[5 + i]
       holders[#holders + 1] = holder
     end
   end
@@ -78,24 +155,31 @@ if #taken > 0 then
   return {0, taken, holders}
 end
 for i = 1, n do
-  local held = KEYS[2 + n + i]
+  local held = KEYS[3 + n + i]
   redis.call('ZREMRANGEBYSCORE', held, '-inf', now)
-  redis.call('ZADD', held, expiries[i], ARGV[2 + i])
+  redis.call('ZADD', held, expiries[i], ARGV[5 + i])
+end
+if user ~= '' then
+  redis.call('HSET', KEYS[3], owner, user)
+  for i = 1, n do redis.call('ZADD', userkey, expiries[i], ARGV[5 + i]) end
 end
 return {1, redis.call('INCR', KEYS[1]), expiry}
 """
 
-# KEYS: hold keys (n), held sets (n). ARGV: owner, seat ids (n).
+# KEYS: owners, hold keys (n), held sets (n). ARGV: owner, key prefix, seat ids (n).
 _RELEASE = """
-local n = #KEYS / 2
+local n = (#KEYS - 1) / 2
 local released = {}
+local user = redis.call('HGET', KEYS[1], ARGV[1])
 for i = 1, n do
-  if redis.call('GET', KEYS[i]) == ARGV[1] then
-    redis.call('DEL', KEYS[i])
-    redis.call('ZREM', KEYS[n + i], ARGV[1 + i])
-    released[#released + 1] = ARGV[1 + i]
+  if redis.call('GET', KEYS[1 + i]) == ARGV[1] then
+    redis.call('DEL', KEYS[1 + i])
+    redis.call('ZREM', KEYS[1 + n + i], ARGV[2 + i])
+    if user then redis.call('ZREM', ARGV[2] .. 'user:' .. user, ARGV[2 + i]) end
+    released[#released + 1] = ARGV[2 + i]
   end
 end
+if user then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return released
 """
 
@@ -123,14 +207,32 @@ end
 return lost
 """
 
-# After a sale commits. KEYS: hold keys (n), held sets (n). ARGV: marker, seat ids (n).
+# After a sale commits: the seats marked sold, and counted as the buyer's for good.
+# KEYS: owners, buyers, hold keys (n), held sets (n).
+# ARGV: marker, owner, booking id, key prefix, seat ids (n).
 _MARK_SOLD = """
-local n = #KEYS / 2
+local n = (#KEYS - 2) / 2
+local user = redis.call('HGET', KEYS[1], ARGV[2])
 for i = 1, n do
-  redis.call('SET', KEYS[i], ARGV[1])
-  redis.call('ZREM', KEYS[n + i], ARGV[1 + i])
+  redis.call('SET', KEYS[2 + i], ARGV[1])
+  redis.call('ZREM', KEYS[2 + n + i], ARGV[4 + i])
+  if user then redis.call('ZADD', ARGV[4] .. 'user:' .. user, '+inf', ARGV[4 + i]) end
+end
+if user then
+  redis.call('HSET', KEYS[2], ARGV[3], user)
+  redis.call('HDEL', KEYS[1], ARGV[2])
 end
 return n
+"""
+
+# After a booking's seats are returned: they no longer count as its buyer's.
+# KEYS: buyers. ARGV: booking id, key prefix, seat ids.
+_FORGET_BUYER = """
+local user = redis.call('HGET', KEYS[1], ARGV[1])
+if not user then return 0 end
+for i = 3, #ARGV do redis.call('ZREM', ARGV[2] .. 'user:' .. user, ARGV[i]) end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
 """
 
 # After a sale is undone, or to drop markers PostgreSQL disowns: deletes each
@@ -162,6 +264,102 @@ redis.call('SET', KEYS[2], '1')
 return redis.call('GET', KEYS[1])
 """
 
+# Holds as a resource (CreateHold): a hash `ev:{event}:holdrec:<hold_id>` per
+# hold, with its user, owner token, seats, expiry, renewals left, fencing token
+# and, once bought, its booking; kept HOLD_RECORD_RETENTION_MS past its expiry so
+# a late look says "expired" rather than "not found". The checks below answer
+# {0, reason} or {1, ...}; a hold another user asks about is HOLD_NOT_FOUND.
+_RECORD_CHECKS = """
+local function now_ms()
+  local clock = redis.call('TIME')
+  return tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+end
+local function check(rec, user)
+  if redis.call('EXISTS', rec) == 0 then return nil, 'HOLD_NOT_FOUND' end
+  local f = redis.call('HMGET', rec, 'user', 'owner', 'expire_ms', 'booking', 'released',
+                       'renewals_left', 'state')
+  if f[1] ~= user or f[5] == '1' or f[7] ~= 'live' then return nil, 'HOLD_NOT_FOUND' end
+  return f, nil
+end
+local function still_held(f, first, n, now)
+  if tonumber(f[3]) <= now then return false end
+  for i = first, first + n - 1 do
+    if redis.call('GET', KEYS[i]) ~= f[2] then return false end
+  end
+  return true
+end
+"""
+
+# KEYS: record, hold keys (n). ARGV: user, booking id.
+_CLAIM = (
+    _RECORD_CHECKS
+    + """
+local f, why = check(KEYS[1], ARGV[1])
+if not f then return {0, why} end
+if f[4] ~= '' and f[4] ~= ARGV[2] then return {0, 'HOLD_USED'} end
+if not still_held(f, 2, #KEYS - 1, now_ms()) then return {0, 'HOLD_EXPIRED'} end
+redis.call('HSET', KEYS[1], 'booking', ARGV[2])
+return {1}
+"""
+)
+
+# KEYS: record, hold keys (n), held sets (n).
+# ARGV: user, ttl_ms, retention_ms, key prefix, seat ids (n).
+_RENEW = (
+    _RECORD_CHECKS
+    + """
+local n = (#KEYS - 1) / 2
+local f, why = check(KEYS[1], ARGV[1])
+if not f then return {0, why} end
+if f[4] ~= '' then return {0, 'HOLD_USED'} end
+if not still_held(f, 2, n, now_ms()) then return {0, 'HOLD_EXPIRED'} end
+local left = tonumber(f[6])
+if left <= 0 then return {0, 'HOLD_RENEWALS_EXHAUSTED'} end
+local expiry = tonumber(f[3]) + tonumber(ARGV[2])
+local userkey = ARGV[4] .. 'user:' .. ARGV[1]
+for i = 1, n do
+  redis.call('PEXPIREAT', KEYS[1 + i], expiry)
+  redis.call('ZADD', KEYS[1 + n + i], expiry, ARGV[4 + i])
+  redis.call('ZADD', userkey, expiry, ARGV[4 + i])
+end
+redis.call('HSET', KEYS[1], 'expire_ms', expiry, 'renewals_left', left - 1)
+redis.call('PEXPIREAT', KEYS[1], expiry + tonumber(ARGV[3]))
+return {1, expiry, left - 1}
+"""
+)
+
+# KEYS: record, owners, hold keys (n), held sets (n). ARGV: user, key prefix, seat ids (n).
+_DROP = (
+    _RECORD_CHECKS
+    + """
+local n = (#KEYS - 2) / 2
+local f, why = check(KEYS[1], ARGV[1])
+if not f then return {0, why} end
+if f[4] ~= '' then return {0, 'HOLD_USED'} end
+local userkey = ARGV[2] .. 'user:' .. ARGV[1]
+for i = 1, n do
+  if redis.call('GET', KEYS[2 + i]) == f[2] then
+    redis.call('DEL', KEYS[2 + i])
+    redis.call('ZREM', KEYS[2 + n + i], ARGV[2 + i])
+    redis.call('ZREM', userkey, ARGV[2 + i])
+  end
+end
+redis.call('HDEL', KEYS[2], f[2])
+redis.call('HSET', KEYS[1], 'released', '1')
+return {1}
+"""
+)
+
+# KEYS: record. ARGV: ttl_ms, then field, value pairs. 0 if the record exists.
+_CREATE_RECORD = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return 1
+"""
+
+HOLD_RECORD_RETENTION_MS = 24 * 3600 * 1000
+
 RESTORE_CHUNK = 2_000
 
 T = TypeVar("T")
@@ -190,6 +388,13 @@ class Hold:
 
 
 @dataclass(frozen=True)
+class OverLimit:
+    """The user's seats (held and bought) would pass the event's limit; nothing was held."""
+
+    counted: int
+
+
+@dataclass(frozen=True)
 class Refusal:
     """Seats someone else holds or bought; nothing was held."""
 
@@ -201,12 +406,18 @@ class HoldStore:
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
         self._lock = client.register_script(_LOCK)
+        self._lock_best = client.register_script(_LOCK_BEST)
         self._release = client.register_script(_RELEASE)
         self._verify = client.register_script(_VERIFY)
         self._mark_sold = client.register_script(_MARK_SOLD)
         self._unmark_sold = client.register_script(_UNMARK_SOLD)
         self._restore_sold = client.register_script(_RESTORE_SOLD)
         self._seal = client.register_script(_SEAL)
+        self._forget_buyer = client.register_script(_FORGET_BUYER)
+        self._claim = client.register_script(_CLAIM)
+        self._renew = client.register_script(_RENEW)
+        self._drop = client.register_script(_DROP)
+        self._create_record = client.register_script(_CREATE_RECORD)
 
     @classmethod
     def connect(cls, url: str) -> HoldStore:
@@ -229,6 +440,23 @@ class HoldStore:
         ]
 
     @staticmethod
+    def _prefix(event_id: str) -> str:
+        return f"ev:{{{event_id}}}:"
+
+    def _owners_key(self, event_id: str) -> str:
+        return self._prefix(event_id) + "owners"
+
+    def _buyers_key(self, event_id: str) -> str:
+        return self._prefix(event_id) + "buyers"
+
+    def _record_key(self, event_id: str, hold_id: str) -> str:
+        return self._prefix(event_id) + "holdrec:" + hold_id
+
+    @staticmethod
+    def _index_key(hold_id: str) -> str:
+        return "hold:" + hold_id
+
+    @staticmethod
     def _markers_key(event_id: str) -> str:
         return f"ev:{{{event_id}}}:markers"
 
@@ -237,17 +465,28 @@ class HoldStore:
         return f"ev:{{{event_id}}}:fence"
 
     async def lock(
-        self, event_id: str, seats: Sequence[SeatRef], owner: str, ttl_ms: int
-    ) -> Hold | Refusal:
-        """The hold, or what stood in its way (nothing is held then)."""
+        self,
+        event_id: str,
+        seats: Sequence[SeatRef],
+        owner: str,
+        ttl_ms: int,
+        user: str = "",
+        limit: int = 0,
+    ) -> Hold | Refusal | OverLimit:
+        """The hold, or what stood in its way (nothing is held then). With the
+        user known the seats count towards their `limit` (0: none)."""
         keys = [
             self._fence_key(event_id),
             self._markers_key(event_id),
+            self._owners_key(event_id),
             *self._keys(event_id, seats),
         ]
-        reply = await self._call(self._lock, keys, [owner, ttl_ms, *(s.seat_id for s in seats)])
+        args = [owner, ttl_ms, user, limit, self._prefix(event_id), *(s.seat_id for s in seats)]
+        reply = await self._call(self._lock, keys, args)
         if reply[0] == -1:
             raise MarkersMissing(event_id)
+        if reply[0] == -2:
+            return OverLimit(int(reply[1]))
         if reply[0] == 0:
             taken, holders = list(reply[1]), list(reply[2])
             return Refusal(
@@ -259,6 +498,37 @@ class HoldStore:
                 },
             )
         return Hold(int(reply[1]), int(reply[2]))
+
+    async def lock_best(
+        self,
+        event_id: str,
+        candidates: Sequence[SeatRef],
+        quantity: int,
+        adjacent_only: bool,
+        owner: str,
+        ttl_ms: int,
+        user: str,
+        limit: int,
+    ) -> tuple[Hold, list[str]] | OverLimit | None:
+        """Holds the first `quantity` free candidates side by side in one row (or,
+        unless adjacent_only, the first free ones); None if the candidates have
+        no such seats."""
+        keys = [
+            self._fence_key(event_id),
+            self._markers_key(event_id),
+            self._owners_key(event_id),
+            *self._keys(event_id, candidates),
+        ]
+        args = [owner, ttl_ms, user, limit, self._prefix(event_id), quantity]
+        args += ["adjacent" if adjacent_only else "any", *(s.seat_id for s in candidates)]
+        reply = await self._call(self._lock_best, keys, args)
+        if reply[0] == -1:
+            raise MarkersMissing(event_id)
+        if reply[0] == -2:
+            return OverLimit(int(reply[1]))
+        if reply[0] == 0:
+            return None
+        return Hold(int(reply[1]), int(reply[2])), [str(s) for s in reply[3:]]
 
     async def restore(
         self, event_id: str, sold: Sequence[tuple[SeatRef, str]], fence_floor: int
@@ -285,11 +555,9 @@ class HoldStore:
         )
 
     async def release(self, event_id: str, seats: Sequence[SeatRef], owner: str) -> list[str]:
-        return list(
-            await self._call(
-                self._release, self._keys(event_id, seats), [owner, *(s.seat_id for s in seats)]
-            )
-        )
+        keys = [self._owners_key(event_id), *self._keys(event_id, seats)]
+        args = [owner, self._prefix(event_id), *(s.seat_id for s in seats)]
+        return list(await self._call(self._release, keys, args))
 
     async def verify(
         self, event_id: str, seats: Sequence[SeatRef], owner: str, booking_id: str, min_ttl_ms: int
@@ -298,12 +566,94 @@ class HoldStore:
         args = [owner, sold_marker(booking_id), min_ttl_ms, *(s.seat_id for s in seats)]
         return list(await self._call(self._verify, self._keys(event_id, seats), args))
 
-    async def mark_sold(self, event_id: str, seats: Sequence[SeatRef], booking_id: str) -> None:
-        args = [sold_marker(booking_id), *(s.seat_id for s in seats)]
-        await self._call(self._mark_sold, self._keys(event_id, seats), args)
+    async def mark_sold(
+        self, event_id: str, seats: Sequence[SeatRef], booking_id: str, owner: str = ""
+    ) -> None:
+        keys = [self._owners_key(event_id), self._buyers_key(event_id)]
+        keys += self._keys(event_id, seats)
+        args = [sold_marker(booking_id), owner, booking_id, self._prefix(event_id)]
+        await self._call(self._mark_sold, keys, [*args, *(s.seat_id for s in seats)])
 
     async def unmark_sold(self, event_id: str, seats: Sequence[SeatRef], booking_id: str) -> None:
         await self.drop_markers(event_id, dict.fromkeys(seats, sold_marker(booking_id)))
+        args = [booking_id, self._prefix(event_id), *(s.seat_id for s in seats)]
+        await self._call(self._forget_buyer, [self._buyers_key(event_id)], args)
+
+    # -- holds as a resource --------------------------------------------------
+
+    async def create_record(
+        self, event_id: str, hold_id: str, fields: dict[str, str | int], ttl_ms: int
+    ) -> bool:
+        """Writes a new hold's record; False if one exists (a retry of its request)."""
+        pairs = [item for pair in fields.items() for item in pair]
+        created = await self._call(
+            self._create_record, [self._record_key(event_id, hold_id)], [ttl_ms, *pairs]
+        )
+        if created:
+            await self._guard(
+                lambda: self._redis.set(self._index_key(hold_id), event_id, px=ttl_ms)
+            )
+        return bool(created)
+
+    async def update_record(
+        self, event_id: str, hold_id: str, fields: dict[str, str | int], expire_at_ms: int
+    ) -> None:
+        key = self._record_key(event_id, hold_id)
+
+        async def update() -> None:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(key, mapping=fields)
+                pipe.pexpireat(key, expire_at_ms)
+                pipe.pexpireat(self._index_key(hold_id), expire_at_ms)
+                await pipe.execute()
+
+        await self._guard(update)
+
+    async def delete_record(self, event_id: str, hold_id: str) -> None:
+        key = self._record_key(event_id, hold_id)
+        await self._guard(lambda: self._redis.delete(key, self._index_key(hold_id)))
+
+    async def record(self, hold_id: str) -> tuple[str, dict[str, str]] | None:
+        """(event id, fields) of a hold, or None if there is none."""
+        event_id = await self._guard(lambda: self._redis.get(self._index_key(hold_id)))
+        if event_id is None:
+            return None
+        key = self._record_key(event_id, hold_id)
+        fields = await self._guard(lambda: self._redis.hgetall(key))
+        return (event_id, fields) if fields else None
+
+    async def claim(
+        self, event_id: str, hold_id: str, seats: Sequence[SeatRef], user: str, booking_id: str
+    ) -> str:
+        """'' once the hold is the booking's, else the reason it cannot be."""
+        keys = [self._record_key(event_id, hold_id)]
+        keys += [self._hold_key(event_id, s) for s in seats]
+        reply = await self._call(self._claim, keys, [user, booking_id])
+        return "" if reply[0] == 1 else str(reply[1])
+
+    async def renew(
+        self, event_id: str, hold_id: str, seats: Sequence[SeatRef], user: str, ttl_ms: int
+    ) -> tuple[int, int] | str:
+        """(new expiry, renewals left), or the reason it cannot be renewed."""
+        keys = [self._record_key(event_id, hold_id), *self._keys(event_id, seats)]
+        args = [user, ttl_ms, HOLD_RECORD_RETENTION_MS, self._prefix(event_id)]
+        reply = await self._call(self._renew, keys, [*args, *(s.seat_id for s in seats)])
+        if reply[0] == 0:
+            return str(reply[1])
+        await self._guard(
+            lambda: self._redis.pexpireat(
+                self._index_key(hold_id), int(reply[1]) + HOLD_RECORD_RETENTION_MS
+            )
+        )
+        return int(reply[1]), int(reply[2])
+
+    async def drop(self, event_id: str, hold_id: str, seats: Sequence[SeatRef], user: str) -> str:
+        """'' once the hold's seats are free, else the reason they are not."""
+        keys = [self._record_key(event_id, hold_id), self._owners_key(event_id)]
+        keys += self._keys(event_id, seats)
+        args = [user, self._prefix(event_id), *(s.seat_id for s in seats)]
+        reply = await self._call(self._drop, keys, args)
+        return "" if reply[0] == 1 else str(reply[1])
 
     async def held_counts(self, event_ids: Sequence[str]) -> dict[tuple[str, Tier], int]:
         """Live holds per (event, tier)."""

@@ -59,6 +59,7 @@ events = sa.Table(
     sa.Column("cancel_bookings_refunded", sa.Integer),
     sa.Column("cancel_finish_time", sa.DateTime(timezone=True)),
     sa.CheckConstraint("state IN (1, 2, 3)", name="event_state_valid"),
+    sa.Column("max_tickets_per_user", sa.Integer, nullable=False, server_default="0"),
     sa.Index("events_by_start", "starts_at", "event_id"),
     # ListEvents' filters (event migration 0006): an organizer's events, the
     # events in a state, and title or venue text (trigrams serve ILIKE '%...%').
@@ -195,6 +196,7 @@ class Catalog:
                 sale_end_time=event.sale_end_time,
                 version=event.version,
                 update_time=event.update_time or event.create_time,
+                max_tickets_per_user=event.max_tickets_per_user,
             )
         )
         await self._add_seat_map(event)
@@ -362,6 +364,7 @@ class Catalog:
                     version=row.version,
                     update_time=row.update_time,
                     cancellation=_cancellation(row),
+                    max_tickets_per_user=row.max_tickets_per_user,
                 )
                 if known is None
                 else dataclasses.replace(known, tiers=(*known.tiers, plan))

@@ -32,7 +32,14 @@ from event.domain import (
     Tier,
     TierPlan,
 )
-from event.holds import Hold, HoldStore, MarkersMissing, Refusal, hold_store_unavailable
+from event.holds import (
+    Hold,
+    HoldStore,
+    MarkersMissing,
+    OverLimit,
+    Refusal,
+    hold_store_unavailable,
+)
 from event.repository import AVAILABLE, SOLD, Catalog, SalePath
 from runtime import pagination
 from runtime.db import in_transaction
@@ -47,11 +54,14 @@ from runtime.errors import (
     permission_denied,
 )
 from runtime.identity import Caller
+from runtime.rules import field_rules
+from ticketing.event.v1 import event_pb2
 
 log = logging.getLogger(__name__)
 
 # A sale's hold is stretched to at least this before PostgreSQL commits it.
 CONFIRM_GRACE_MS = 30_000
+MAX_TICKET_LIMIT = field_rules(event_pb2.Event, "max_tickets_per_user").lte
 
 
 class SeatStatus:
@@ -117,6 +127,15 @@ def seats_unavailable(
     )
 
 
+def ticket_limit_exceeded(info: EventInfo, counted: int) -> FailedPrecondition:
+    limit = info.max_tickets_per_user
+    return FailedPrecondition(
+        "TICKET_LIMIT_EXCEEDED",
+        f"at most {limit} tickets per user for this event; you hold or own {counted}",
+        {"max_tickets_per_user": str(limit), "counted": str(counted)},
+    )
+
+
 class EventUseCases:
     def __init__(
         self,
@@ -144,7 +163,7 @@ class EventUseCases:
         self._availability_ttl = availability_cache_seconds
         self._availability: dict[uuid.UUID, tuple[float, EventView]] = {}
         self._rebuilds: dict[uuid.UUID, asyncio.Task[None]] = {}
-        self._marks_owed: list[tuple[str, Sequence[SeatRef], str]] = []
+        self._marks_owed: list[tuple[str, Sequence[SeatRef], str, str]] = []
 
     async def create_event(
         self,
@@ -157,6 +176,7 @@ class EventUseCases:
         state: EventState | None = None,
         sale_start_time: datetime | None = None,
         sale_end_time: datetime | None = None,
+        max_tickets_per_user: int = 0,
     ) -> EventView:
         now = datetime.now(UTC)
         domain.check_new_event(
@@ -164,6 +184,10 @@ class EventUseCases:
         )
         if state is EventState.CANCELLED:
             raise bad_field("event.state", "a new event is a draft or published")
+        if not 0 <= max_tickets_per_user <= MAX_TICKET_LIMIT:
+            raise bad_field(
+                "event.max_tickets_per_user", f"must be between 0 and {MAX_TICKET_LIMIT}"
+            )
         assert starts_at is not None
         info = EventInfo(
             uuid.uuid4(),
@@ -178,6 +202,7 @@ class EventUseCases:
             sale_start_time=sale_start_time,
             sale_end_time=sale_end_time,
             update_time=now,
+            max_tickets_per_user=max_tickets_per_user,
         )
         async with self._engine.begin() as conn:
             await Catalog(conn).add_event(info)
@@ -255,7 +280,7 @@ class EventUseCases:
         return page, next_token
 
     async def lock(
-        self, event_id: str, seat_ids: Sequence[str], owner: str, ttl_seconds: int
+        self, event_id: str, seat_ids: Sequence[str], owner: str, ttl_seconds: int, user: str = ""
     ) -> HoldResult:
         info = await self.event_info(event_id)
         if info.state is EventState.DRAFT:
@@ -270,8 +295,19 @@ class EventUseCases:
         # caller asks: a longer wish gets the server's TTL (the reply's
         # expire_time says so), never a seat kept off sale for an hour.
         ttl_ms = min(ttl_seconds or self._hold_ttl_seconds, self._hold_ttl_seconds) * 1000
+        if user:
+            parse_uuid(user, "user_id")
+        hold = await self.hold_seats(info, wanted, owner, ttl_ms, user)
+        return HoldResult(owner, hold, info, wanted)
+
+    async def hold_seats(
+        self, info: EventInfo, wanted: Sequence[SeatRef], owner: str, ttl_ms: int, user: str
+    ) -> Hold:
+        """Holds every seat for the owner or none: Conflict SEAT_UNAVAILABLE when
+        one is taken, FailedPrecondition TICKET_LIMIT_EXCEEDED when the user would
+        pass the event's limit."""
         await self._pay_marks_owed()
-        outcome = await self._hold(info, wanted, owner, ttl_ms)
+        outcome = await self._hold(info, wanted, owner, ttl_ms, user)
         if isinstance(outcome, Refusal) and outcome.sold_markers:
             # A marker can outlive its sale (a return racing a rebuild);
             # PostgreSQL decides, and markers it disowns go.
@@ -281,21 +317,56 @@ class EventUseCases:
             if stale:
                 log.warning("dropping %d stale sold markers of %s", len(stale), info.event_id)
                 await self._holds.drop_markers(str(info.event_id), stale)
-                outcome = await self._hold(info, wanted, owner, ttl_ms)
+                outcome = await self._hold(info, wanted, owner, ttl_ms, user)
         if isinstance(outcome, Refusal):
             raise seats_unavailable(outcome.taken)
+        if isinstance(outcome, OverLimit):
+            raise ticket_limit_exceeded(info, outcome.counted)
         self._availability.pop(info.event_id, None)
-        return HoldResult(owner, outcome, info, wanted)
+        return outcome
+
+    async def hold_best(
+        self,
+        info: EventInfo,
+        candidates: Sequence[SeatRef],
+        quantity: int,
+        adjacent_only: bool,
+        owner: str,
+        ttl_ms: int,
+        user: str,
+    ) -> tuple[Hold, list[SeatRef]] | None:
+        """Best-available among the candidates (event.holds.HoldStore.lock_best);
+        None if they have no such seats."""
+        await self._pay_marks_owed()
+        event_id, limit = str(info.event_id), info.max_tickets_per_user
+        for attempt in range(2):
+            try:
+                outcome = await self._holds.lock_best(
+                    event_id, candidates, quantity, adjacent_only, owner, ttl_ms, user, limit
+                )
+                break
+            except MarkersMissing as missing:
+                if attempt:  # Redis lost its data again meanwhile
+                    raise hold_store_unavailable() from missing
+                await self._restore_markers(info.event_id)
+        if isinstance(outcome, OverLimit):
+            raise ticket_limit_exceeded(info, outcome.counted)
+        if outcome is None:
+            return None
+        self._availability.pop(info.event_id, None)
+        hold, seat_ids = outcome
+        return hold, [s for s in map(domain.parse_seat_id, seat_ids) if s is not None]
 
     async def _hold(
-        self, info: EventInfo, seats: Sequence[SeatRef], owner: str, ttl_ms: int
-    ) -> Hold | Refusal:
+        self, info: EventInfo, seats: Sequence[SeatRef], owner: str, ttl_ms: int, user: str
+    ) -> Hold | Refusal | OverLimit:
+        event_id, limit = str(info.event_id), info.max_tickets_per_user
         try:
-            return await self._holds.lock(str(info.event_id), seats, owner, ttl_ms)
+            return await self._holds.lock(event_id, seats, owner, ttl_ms, user, limit)
         except MarkersMissing:
             await self._restore_markers(info.event_id)
         try:
-            return await self._holds.lock(str(info.event_id), seats, owner, ttl_ms)
+            return await self._holds.lock(event_id, seats, owner, ttl_ms, user, limit)
         except MarkersMissing as again:  # Redis lost its data again meanwhile
             raise hold_store_unavailable() from again
 
@@ -351,7 +422,7 @@ class EventUseCases:
                 # A retry of a sale that committed, whose hold Redis has since
                 # forgotten (or which died before marking it): mark it now, or
                 # a later hold would find the seats free in Redis.
-                await self._mark_sold(info, seats, booking_id)
+                await self._mark_sold(info, seats, booking_id, owner)
                 return info, seats
             raise seats_unavailable(lost, FailedPrecondition, "HOLD_EXPIRED")
 
@@ -363,23 +434,25 @@ class EventUseCases:
                     FailedPrecondition,
                 )
         self._availability.pop(info.event_id, None)
-        await self._mark_sold(info, seats, booking_id)
+        await self._mark_sold(info, seats, booking_id, owner)
         return info, seats
 
-    async def _mark_sold(self, info: EventInfo, seats: Sequence[SeatRef], booking_id: str) -> None:
+    async def _mark_sold(
+        self, info: EventInfo, seats: Sequence[SeatRef], booking_id: str, owner: str
+    ) -> None:
         try:
-            await self._holds.mark_sold(str(info.event_id), seats, booking_id)
+            await self._holds.mark_sold(str(info.event_id), seats, booking_id, owner)
         except Unavailable:
             # The sale stands. Holds trust the markers, so they are owed: the next
             # hold on this replica writes them first, well within the stretched
             # hold (CONFIRM_GRACE_MS) that keeps these seats from anyone else.
             log.warning("sold %s but could not mark it in Redis yet", booking_id)
-            self._marks_owed.append((str(info.event_id), seats, booking_id))
+            self._marks_owed.append((str(info.event_id), seats, booking_id, owner))
 
     async def _pay_marks_owed(self) -> None:
         while self._marks_owed:
-            event_id, seats, booking_id = self._marks_owed[0]
-            await self._holds.mark_sold(event_id, seats, booking_id)
+            event_id, seats, booking_id, owner = self._marks_owed[0]
+            await self._holds.mark_sold(event_id, seats, booking_id, owner)
             self._marks_owed.pop(0)
 
     async def _sold_to(self, info: EventInfo, booking: uuid.UUID) -> list[SeatRef]:
@@ -395,6 +468,20 @@ class EventUseCases:
         await self._holds.unmark_sold(str(info.event_id), ever_sold, booking_id)
         self._availability.pop(info.event_id, None)
         return ever_sold
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    def forget_availability(self, event_id: uuid.UUID) -> None:
+        """Drops this replica's availability snapshot of the event (it changed)."""
+        self._availability.pop(event_id, None)
+
+    def check_on_sale(self, info: EventInfo) -> None:
+        """As for LockSeat: a draft is not found, and the sale must be open."""
+        if info.state is EventState.DRAFT:
+            raise not_found("event", str(info.event_id))
+        domain.check_on_sale(info, datetime.now(UTC))
 
     async def event_info(self, event_id: str) -> EventInfo:
         key = parse_uuid(event_id, "event_id")

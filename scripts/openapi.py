@@ -283,6 +283,18 @@ class Document:
         else:
             item = dict(SCALARS[field.type])
             bound(item, rules)
+        if (
+            request
+            and not required
+            and not field.is_repeated
+            and field.type != FieldDescriptor.TYPE_MESSAGE
+        ):
+            # The proto3 JSON mapping reads null as the field's default: leaving
+            # an optional field out.
+            types = item["type"] if isinstance(item["type"], list) else [item["type"]]
+            item["type"] = [*types, "null"]
+            if "enum" in item:
+                item["enum"] = [*item["enum"], None]
         if not field.is_repeated:
             return item
         schema: dict[str, Any] = {"type": "array", "items": item}

@@ -18,7 +18,14 @@ from datetime import UTC, datetime, timedelta
 
 from booking.domain import Announcement, Booking, EventSnapshot, State
 from booking.gateways import Card, HeldSeat, Hold, Payment, PaymentState
-from runtime.errors import Conflict, FailedPrecondition, Invalid, ServiceError, not_found
+from runtime.errors import (
+    Conflict,
+    FailedPrecondition,
+    Invalid,
+    NotFound,
+    ServiceError,
+    not_found,
+)
 
 PRICES = {"standard": (1, 5000), "vip": (2, 15000)}
 DECLINES = {"4000000000000002": "card_declined", "4000000000009995": "insufficient_funds"}
@@ -80,6 +87,10 @@ class FakeSeatHolds:
         self.faults = Faults()
         self.calls: list[str] = []
         self._tokens = itertools.count(1)
+        self.user_holds: dict[
+            str, tuple[str, str, tuple[str, ...]]
+        ] = {}  # id -> user, event, seats
+        self.claimed: dict[str, uuid.UUID] = {}  # hold id -> booking
 
     def add_event(self, starts_in: timedelta = timedelta(days=30)) -> str:
         event_id = uuid.uuid4()
@@ -87,6 +98,33 @@ class FakeSeatHolds:
             event_id, "Fake night", "Fake hall", datetime.now(UTC) + starts_in
         )
         return str(event_id)
+
+    def add_hold(self, event_id: str, seat_ids: Sequence[str], user_id: str) -> str:
+        """A hold the user made with CreateHold; its id."""
+        hold_id = str(uuid.uuid4())
+        for seat in seat_ids:
+            self.holders[(event_id, seat)] = f"hold:{hold_id}"
+        self.user_holds[hold_id] = (user_id, event_id, tuple(seat_ids))
+        return hold_id
+
+    async def claim(self, hold_id: str, user_id: uuid.UUID, booking_id: uuid.UUID) -> Hold:
+        self.calls.append("claim")
+        found = self.user_holds.get(hold_id)
+        if found is None or found[0] != str(user_id):
+            raise NotFound("HOLD_NOT_FOUND", f"hold {hold_id!r} not found")
+        _, event_id, seats = found
+        if self.claimed.setdefault(hold_id, booking_id) != booking_id:
+            raise FailedPrecondition("HOLD_USED", "the hold was already bought")
+        owner = f"hold:{hold_id}"
+        if any(self.holders.get((event_id, s)) != owner for s in seats):
+            raise FailedPrecondition("HOLD_EXPIRED", "the hold has expired")
+        return Hold(
+            owner,
+            next(self._tokens),
+            datetime.now(UTC) + timedelta(minutes=5),
+            tuple(self._held_seat(s) for s in seats),
+            self.events[event_id],
+        )
 
     def lapse(self, event_id: str, seat_ids: Sequence[str]) -> None:
         """The holds on these seats run out."""

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A whole purchase over HTTP/JSON through Envoy: register, log in, create an
 # event (as the admin), book two seats in two tiers, read the booking and its
-# payment, fetch the tickets, check one in at the door, cancel. Needs curl and
-# jq.   EDGE=http://localhost:8080 clients/curl/purchase.sh
+# payment, fetch the tickets, check one in at the door, cancel; then the same
+# in two steps: hold the best two VIP seats, renew the hold, buy it. Needs curl
+# and jq.   EDGE=http://localhost:8080 clients/curl/purchase.sh
 set -euo pipefail
 EDGE=${EDGE:-http://localhost:8080}
 EMAIL="fan-$RANDOM$RANDOM@example.com"
@@ -47,3 +48,18 @@ curl -sf -X POST "$EDGE/v1/tickets:checkIn" -H "authorization: Bearer $ADMIN" \
 curl -s -X POST "$EDGE/v1/tickets:checkIn" -H "authorization: Bearer $ADMIN" \
   -d '{"ticket_token": "'"$TICKET"'"}' | jq -c '.details[0].reason'
 curl -sf -X POST "$EDGE/v1/bookings/$ID:cancel" -H "authorization: Bearer $TOKEN" | jq -c '{state}'
+
+# Two steps, as a checkout page does it: hold seats (here the best two VIP seats,
+# side by side if a row has them), show the countdown, then buy exactly that hold.
+HOLD=$(curl -sf -X POST "$EDGE/v1/events/$EVENT/holds" -H "authorization: Bearer $TOKEN" \
+  -d '{"best_available": {"tier": "TIER_VIP", "quantity": 2},
+       "request_id": "'"$(cat /proc/sys/kernel/random/uuid)"'"}')
+echo "$HOLD" | jq -c '{seats: [.seats[].seat_id], total, placement, renewals_left}'
+HOLD_ID=$(echo "$HOLD" | jq -r .hold_id)   # expire_time: when the seats go back
+curl -sf -X POST "$EDGE/v1/holds/$HOLD_ID:renew" -H "authorization: Bearer $TOKEN" -d '{}' \
+  | jq -c '{renewals_left}'
+curl -sf -X POST "$EDGE/v1/bookings" -H "authorization: Bearer $TOKEN" -d '{
+  "hold_id": "'"$HOLD_ID"'",
+  "payment_method": {"card_number": "4242424242424242", "exp_month": 12, "exp_year": 2030,
+                     "cvc": "123"},
+  "request_id": "'"$(cat /proc/sys/kernel/random/uuid)"'"}' | jq -c '{state, seats: [.seats[].seat_id]}'

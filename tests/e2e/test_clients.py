@@ -60,6 +60,10 @@ def test_curl_purchase(mesh: Mesh) -> None:
         '{"seat_id":"vip-1-4"}',
         '"ALREADY_CHECKED_IN"',
         '{"state":"BOOKING_STATE_CANCELLED"}',
+        '{"seats":["vip-1-1","vip-1-2"],"total":{"currency_code":"USD","amount_minor":"30000"},'
+        '"placement":"PLACEMENT_ADJACENT","renewals_left":2}',
+        '{"renewals_left":1}',
+        '{"state":"BOOKING_STATE_CONFIRMED","seats":["vip-1-1","vip-1-2"]}',
     ]
 
 

@@ -55,6 +55,12 @@ def world(edge: Edge) -> dict[str, Any]:
         token=buyer.access_token,
     ).body
     tickets = edge.get(f"/v1/bookings/{booking['booking_id']}/tickets", token=buyer.access_token)
+    holds = [
+        edge.post(
+            f"/v1/events/{event['event_id']}/holds", {"seat_ids": [seat]}, buyer.access_token
+        ).body["hold_id"]
+        for seat in ("standard-1-1", "standard-1-2")
+    ]
     return {
         "admin": admin,
         "buyer": buyer,
@@ -63,6 +69,7 @@ def world(edge: Edge) -> dict[str, Any]:
         "doomed": doomed,
         "booking": booking,
         "ticket": tickets.body["tickets"][0]["ticket_token"],
+        "holds": holds,
     }
 
 
@@ -123,6 +130,25 @@ def calls(world: dict[str, Any]) -> dict[str, tuple[str, str, Any, str | None]]:
         "EventService_ListEvents": ("GET", "/v1/events?page_size=2", None, None),
         "EventService_ListSeats": ("GET", f"/v1/events/{event_id}/seats?tier=TIER_VIP", None, None),
         "EventService_GetSalesReport": ("GET", f"/v1/events/{event_id}/sales", None, admin),
+        "EventService_CreateHold": (
+            "POST",
+            f"/v1/events/{event_id}/holds",
+            {"best_available": {"tier": "TIER_STANDARD", "quantity": 2}},
+            buyer.access_token,
+        ),
+        "EventService_GetHold": ("GET", f"/v1/holds/{world['holds'][0]}", None, buyer.access_token),
+        "EventService_RenewHold": (
+            "POST",
+            f"/v1/holds/{world['holds'][0]}:renew",
+            {},
+            buyer.access_token,
+        ),
+        "EventService_ReleaseHold": (
+            "DELETE",
+            f"/v1/holds/{world['holds'][1]}",
+            None,
+            buyer.access_token,
+        ),
         "BookingService_CreateBooking": (
             "POST",
             "/v1/bookings",

@@ -578,3 +578,85 @@ async def test_a_draining_service_finishes_the_runs_its_requests_let_go(saga: Sa
     await stopping
     assert saga.state(booking_id) is State.CONFIRMED
     saga.assert_settled_cleanly(booking_id)
+
+
+# -- booking from a hold (CreateHold, then CreateBooking with hold_id) ------------
+
+
+async def buy_hold(saga: Saga, hold_id: str, card: Card = PAYS, event_id: str = "") -> Any:
+    return await saga.bookings.create(saga.buyer, event_id, [], card, str(uuid.uuid4()), hold_id)
+
+
+@saga_test
+async def test_a_hold_is_bought_exactly_and_sold_with_its_own_tokens(saga: Saga) -> None:
+    hold_id = saga.seats.add_hold(saga.event_id, ["vip-1-1", "standard-1-2"], saga.buyer.user_id)
+    booking = await buy_hold(saga, hold_id)
+    assert booking.state is State.CONFIRMED
+    assert booking.seat_ids == ["vip-1-1", "standard-1-2"]
+    assert booking.owner_token == f"hold:{hold_id}"
+    assert saga.seats.sold_to(booking.booking_id) == {"vip-1-1", "standard-1-2"}
+    assert "hold" not in saga.seats.calls  # no second hold of its own
+    again = await saga.refused(buy_hold(saga, hold_id))
+    assert again.reason == "HOLD_USED"
+    assert saga.payments.charge_calls == 1
+
+
+@pytest.mark.parametrize("why", ["foreign", "expired", "unknown", "other event"])
+def test_a_hold_that_cannot_be_bought_charges_nothing(why: str) -> None:
+    async def run(saga: Saga) -> None:
+        owner = str(uuid.uuid4()) if why == "foreign" else saga.buyer.user_id
+        hold_id = saga.seats.add_hold(saga.event_id, ["vip-1-3"], owner)
+        if why == "expired":
+            saga.seats.lapse(saga.event_id, ["vip-1-3"])
+        if why == "unknown":
+            hold_id = str(uuid.uuid4())
+        other = saga.seats.add_event() if why == "other event" else ""
+        refused = await saga.refused(buy_hold(saga, hold_id, event_id=other))
+        expected = {
+            "foreign": "HOLD_NOT_FOUND",
+            "unknown": "HOLD_NOT_FOUND",
+            "expired": "HOLD_EXPIRED",
+            "other event": "INVALID_ARGUMENT",
+        }
+        assert refused.reason == expected[why]
+        assert saga.payments.charge_calls == 0 and saga.ledger.bookings == {}
+
+    asyncio.run(run(Saga()))
+
+
+@saga_test
+async def test_a_declined_hold_purchase_lets_its_seats_go(saga: Saga) -> None:
+    hold_id = saga.seats.add_hold(saga.event_id, ["vip-2-1"], saga.buyer.user_id)
+    refused = await saga.refused(buy_hold(saga, hold_id, DECLINED))
+    assert refused.reason == "PAYMENT_DECLINED"
+    assert saga.seats.held_by(f"hold:{hold_id}") == set()
+
+
+@pytest.mark.parametrize("taken_meanwhile", [False, True])
+def test_a_hold_that_lapses_while_its_booking_pays(taken_meanwhile: bool) -> None:
+    """The saga's rules decide: the seats are held again (under the hold's owner
+    token) and sold if still free; refunded if someone took them meanwhile."""
+
+    async def run(saga: Saga) -> None:
+        hold_id = saga.seats.add_hold(saga.event_id, ["vip-1-5"], saga.buyer.user_id)
+        saga.payments.gate = asyncio.Event()
+        buying = asyncio.ensure_future(buy_hold(saga, hold_id))
+        await saga.payments.charging.wait()
+        saga.seats.lapse(saga.event_id, ["vip-1-5"])  # the countdown ran out mid-payment
+        if taken_meanwhile:
+            await saga.seats.hold(saga.event_id, ["vip-1-5"], "someone-else", 300)
+        saga.payments.gate.set()
+        if taken_meanwhile:
+            refused = await saga.refused(buying)
+            assert refused.reason == "BOOKING_FAILED"
+        else:
+            assert (await buying).state is State.CONFIRMED
+        [booking] = saga.ledger.bookings.values()
+        saga.assert_settled_cleanly(booking.booking_id)
+        assert saga.seats.held_by(f"hold:{hold_id}") == set()
+        payment = saga.payments.payment_for(booking.booking_id)
+        assert payment is not None
+        assert (payment.state is PaymentState.REFUNDED) == taken_meanwhile
+        assert saga.seats.sold_to(booking.booking_id) == (set() if taken_meanwhile else {"vip-1-5"})
+
+    asyncio.run(run(Saga()))
