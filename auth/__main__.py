@@ -6,6 +6,7 @@ import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
 from auth.api import AuthServicer
+from auth.codes import CodeHasher, SendLimiter, ensure_code_key
 from auth.domain import Passwords
 from auth.service import AuthUseCases
 from auth.settings import AuthSettings
@@ -27,6 +28,7 @@ async def build(settings: AuthSettings) -> GrpcService:
     hashing = ThreadPoolExecutor(max_workers=settings.argon2_workers, thread_name_prefix="argon2")
     throttle = LoginThrottle.connect(settings.redis_url, settings.throttle)
     revocations = RevocationBook(settings.redis_url)
+    sends = SendLimiter.connect(settings.redis_url, settings.code_sends)
     use_cases = AuthUseCases(
         engine,
         keys,
@@ -36,6 +38,8 @@ async def build(settings: AuthSettings) -> GrpcService:
         revocations,
         settings.jwt_issuer,
         settings.jwt_audience,
+        codes=CodeHasher(ensure_code_key(settings.keys_dir)),
+        sends=sends,
     )
     await use_cases.ensure_admin(settings.admin_email, settings.admin_password)
 
@@ -52,9 +56,16 @@ async def build(settings: AuthSettings) -> GrpcService:
         db.disposing(engine),
         contextlib.aclosing(throttle),
         contextlib.aclosing(revocations),
+        contextlib.aclosing(sends),
         OutboxRelay(settings.database_url, settings.amqp_url),
     ]
     return service
+
+
+def make_keys(settings: AuthSettings) -> None:
+    """The signing key and the code key, each made if missing."""
+    ensure_key(settings.keys_dir)
+    ensure_code_key(settings.keys_dir)
 
 
 cli.main(
@@ -62,7 +73,7 @@ cli.main(
     AuthSettings,
     build,
     {
-        "keys": lambda settings: ensure_key(settings.keys_dir),
+        "keys": make_keys,
         "rotate-key": lambda settings: print(generate_key(settings.keys_dir)),
     },
 )

@@ -27,6 +27,7 @@ def user_to_proto(user: User) -> auth_pb2.User:
         display_name=user.display_name,
         role=_ROLE_TO_PROTO[user.role],
         create_time=timestamps.to_proto(user.create_time),
+        email_verified=user.email_verified,
     )
 
 
@@ -65,6 +66,17 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.LogoutResponse:
         await self._auth.logout(request.refresh_token)
         return auth_pb2.LogoutResponse()
+
+    async def VerifyEmail(
+        self, request: auth_pb2.VerifyEmailRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.User:
+        return user_to_proto(await self._auth.verify_email(request.email, request.code))
+
+    async def ResendVerification(
+        self, request: auth_pb2.ResendVerificationRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ResendVerificationResponse:
+        await self._auth.resend_verification(request.email)
+        return auth_pb2.ResendVerificationResponse()
 
     async def GetMe(
         self, request: auth_pb2.GetMeRequest, context: grpc.aio.ServicerContext

@@ -26,6 +26,7 @@ users = sa.Table(
     sa.Column(
         "create_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
+    sa.Column("email_verified", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.CheckConstraint("role IN ('user', 'organizer', 'admin')", name="users_role_valid"),
     sa.Index("users_by_create_time", "create_time", "user_id"),
 )
@@ -45,6 +46,26 @@ refresh_tokens = sa.Table(
     sa.Column("revoked_time", sa.DateTime(timezone=True)),
 )
 
+# The live emailed code of a user for each purpose (auth.codes): a new one
+# replaces the old, a used one is deleted.
+account_codes = sa.Table(
+    "account_codes",
+    metadata,
+    sa.Column(
+        "user_id",
+        pg.UUID(as_uuid=True),
+        sa.ForeignKey("users.user_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("purpose", sa.Text, primary_key=True),
+    sa.Column("code_digest", sa.LargeBinary, nullable=False),
+    sa.Column("expire_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("attempts_left", sa.Integer, nullable=False),
+    sa.CheckConstraint(
+        "purpose IN ('verify_email', 'reset_password')", name="account_codes_purpose_valid"
+    ),
+)
+
 outbox = outbox_table(metadata)
 
 _USER_COLUMNS = (
@@ -53,11 +74,19 @@ _USER_COLUMNS = (
     users.c.display_name,
     users.c.role,
     users.c.create_time,
+    users.c.email_verified,
 )
 
 
 def _user(row: sa.Row) -> User:
-    return User(row.user_id, row.email, row.display_name, Role(row.role), row.create_time)
+    return User(
+        row.user_id,
+        row.email,
+        row.display_name,
+        Role(row.role),
+        row.create_time,
+        row.email_verified,
+    )
 
 
 class Accounts:
@@ -77,6 +106,7 @@ class Accounts:
                 password_hash=password_hash,
                 role=user.role.value,
                 create_time=user.create_time,
+                email_verified=user.email_verified,
             )
             .on_conflict_do_nothing(index_elements=[users.c.email])
             .returning(users.c.user_id)
@@ -101,6 +131,68 @@ class Accounts:
         await self._conn.execute(
             users.update().where(users.c.user_id == user_id).values(password_hash=password_hash)
         )
+
+    async def set_email_verified(self, user_id: uuid.UUID) -> User | None:
+        row = (
+            await self._conn.execute(
+                users.update()
+                .where(users.c.user_id == user_id)
+                .values(email_verified=True)
+                .returning(*_USER_COLUMNS)
+            )
+        ).first()
+        return _user(row) if row else None
+
+    async def put_code(
+        self,
+        user_id: uuid.UUID,
+        purpose: str,
+        digest: bytes,
+        expire_time: datetime,
+        attempts: int,
+    ) -> None:
+        """The user's code for `purpose`, replacing any before it."""
+        values = {"code_digest": digest, "expire_time": expire_time, "attempts_left": attempts}
+        await self._conn.execute(
+            pg.insert(account_codes)
+            .values(user_id=user_id, purpose=purpose, **values)
+            .on_conflict_do_update(
+                index_elements=[account_codes.c.user_id, account_codes.c.purpose], set_=values
+            )
+        )
+
+    async def take_code_attempt(self, email: str, purpose: str) -> tuple[User, bytes] | None:
+        """Spends one try of the live code of the account with `email`: the user
+        and the code's digest, or None if there is no live code with tries left.
+        One statement, so racing guesses cannot share a try."""
+        row = (
+            await self._conn.execute(
+                account_codes.update()
+                .where(
+                    account_codes.c.user_id == users.c.user_id,
+                    users.c.email == email,
+                    account_codes.c.purpose == purpose,
+                    account_codes.c.attempts_left > 0,
+                    account_codes.c.expire_time > sa.func.now(),
+                )
+                .values(attempts_left=account_codes.c.attempts_left - 1)
+                .returning(*_USER_COLUMNS, account_codes.c.code_digest)
+            )
+        ).first()
+        return (_user(row), row.code_digest) if row else None
+
+    async def spend_code(self, user_id: uuid.UUID, purpose: str, digest: bytes) -> bool:
+        """Deletes the code if it is still this one; False if another use won."""
+        deleted = await self._conn.execute(
+            account_codes.delete()
+            .where(
+                account_codes.c.user_id == user_id,
+                account_codes.c.purpose == purpose,
+                account_codes.c.code_digest == digest,
+            )
+            .returning(account_codes.c.user_id)
+        )
+        return deleted.first() is not None
 
     async def set_role(self, user_id: uuid.UUID, role: Role) -> User | None:
         row = (

@@ -11,14 +11,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from auth import domain
+from auth import codes, domain
+from auth.codes import CodeHasher, SendLimiter
 from auth.domain import User
 from auth.repository import Accounts, outbox
 from auth.throttle import LoginThrottle
 from runtime import pagination, timestamps
-from runtime.errors import AlreadyExists, Unauthenticated, bad_field, not_found, parse_uuid
+from runtime.errors import (
+    AlreadyExists,
+    Unauthenticated,
+    bad_field,
+    not_found,
+    parse_uuid,
+)
 from runtime.identity import Role
 from runtime.outbox import enqueue
 from runtime.revocation import RevocationBook
@@ -56,6 +63,9 @@ class AuthUseCases:
         revocations: RevocationBook,
         issuer: str,
         audience: str,
+        *,
+        codes: CodeHasher,
+        sends: SendLimiter,
     ) -> None:
         """`hashing` runs every argon2 hash and check: each holds argon2's memory
         cost (~19 MiB) and a core while it runs, so the executor's worker count
@@ -68,6 +78,8 @@ class AuthUseCases:
         self._revocations = revocations
         self._issuer = issuer
         self._audience = audience
+        self._codes = codes
+        self._sends = sends
 
     async def register(
         self,
@@ -83,6 +95,8 @@ class AuthUseCases:
             display_name.strip(),
             role,
             datetime.now(UTC),
+            # The admin's address is the operator's word, not a stranger's.
+            email_verified=role is Role.ADMIN,
         )
         password_hash = await self._argon2(self._passwords.hash, password)
         async with self._engine.begin() as conn:
@@ -103,6 +117,8 @@ class AuthUseCases:
                     register_time=timestamps.to_proto(user.create_time),
                 ),
             )
+            if not user.email_verified:
+                await self._send_code(conn, user, codes.VERIFY_EMAIL)
         log.info("registered user %s", user.user_id)
         return user
 
@@ -170,6 +186,69 @@ class AuthUseCases:
                 # whole and the caller retries the logout.
                 await self._revocations.revoke(str(known.user_id))
                 await accounts.revoke_family(known.family_id)
+
+    async def verify_email(self, email: str, code: str) -> User:
+        domain.check_code_request(email, code)
+        user = await self._use_code(domain.normalize_email(email), codes.VERIFY_EMAIL, code)
+        async with self._engine.begin() as conn:
+            verified = await Accounts(conn).set_email_verified(user.user_id)
+        if verified is None:
+            raise codes.invalid_code()
+        log.info("user %s verified their email", user.user_id)
+        return verified
+
+    async def resend_verification(self, email: str) -> None:
+        """Emails a new code if the address has an unverified account; the same
+        answer, after the same work, whether or not it has."""
+        problem = domain.email_problem(email)
+        if problem:
+            raise bad_field("email", problem)
+        email = domain.normalize_email(email)
+        await self._sends.take(codes.VERIFY_EMAIL, email)
+        async with self._engine.begin() as conn:
+            found = await Accounts(conn).by_email(email)
+            if found is not None and not found[0].email_verified:
+                await self._send_code(conn, found[0], codes.VERIFY_EMAIL)
+
+    async def _send_code(self, conn: AsyncConnection, user: User, purpose: str) -> None:
+        """A new code for `purpose` (replacing the user's last), and the message that
+        has it emailed, in the caller's transaction."""
+        code = codes.new_code()
+        expire_time = datetime.now(UTC) + codes.CODE_TTL
+        await Accounts(conn).put_code(
+            user.user_id,
+            purpose,
+            self._codes.digest(purpose, str(user.user_id), code),
+            expire_time,
+            codes.CODE_ATTEMPTS,
+        )
+        fields = {
+            "user_id": str(user.user_id),
+            "email": user.email,
+            "display_name": user.display_name,
+            "code": code,
+            "expire_time": timestamps.to_proto(expire_time),
+        }
+        if purpose == codes.VERIFY_EMAIL:
+            key, message = "user.verification_requested", messages_pb2.EmailVerificationRequested
+        else:
+            key, message = "user.password_reset_requested", messages_pb2.PasswordResetRequested
+        await enqueue(conn, outbox, key, message(**fields))
+
+    async def _use_code(self, email: str, purpose: str, code: str) -> User:
+        """The account whose live code for `purpose` this is, the code spent;
+        INVALID_CODE otherwise. Each call spends one of the code's tries first."""
+        async with self._engine.begin() as conn:
+            found = await Accounts(conn).take_code_attempt(email, purpose)
+        user, digest = found if found else (None, None)
+        user_id = str(user.user_id) if user else ""
+        if not self._codes.matches(digest, purpose, user_id, code):
+            raise codes.invalid_code()
+        assert user is not None and digest is not None
+        async with self._engine.begin() as conn:
+            if not await Accounts(conn).spend_code(user.user_id, purpose, digest):
+                raise codes.invalid_code()  # a racing use of the same code won
+        return user
 
     async def get_user(self, user_id: str) -> User:
         async with self._engine.connect() as conn:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from auth.codes import SendPolicy
 from auth.throttle import ThrottlePolicy
 from runtime.config import Env, Settings, common
 
@@ -24,6 +25,7 @@ class AuthSettings(Settings):
     # Half the cores by default, so a login rush cannot take the CPU a sale needs.
     argon2_workers: int
     throttle: ThrottlePolicy
+    code_sends: SendPolicy  # emailed codes per address (auth.codes)
 
     @classmethod
     def read(cls, service: str, env: Env) -> AuthSettings:
@@ -52,5 +54,11 @@ class AuthSettings(Settings):
                 max_delay_seconds=env.number(
                     "LOGIN_DELAY_MAX_SECONDS", defaults.max_delay_seconds, minimum=base_delay
                 ),
+            ),
+            code_sends=SendPolicy(
+                interval_seconds=env.number(
+                    "CODE_RESEND_INTERVAL_SECONDS", SendPolicy.interval_seconds, above=0
+                ),
+                per_hour=env.integer("CODE_SENDS_PER_HOUR", SendPolicy.per_hour, minimum=1),
             ),
         )

@@ -42,6 +42,7 @@ async def build(settings: BookingSettings) -> GrpcService:
         settings.hold_ttl_seconds,
         settings.retry,
         sweep_grace_seconds=settings.sweep_grace_seconds,
+        require_verified_email=settings.require_verified_email,
     )
     refunds = EventRefunds(
         PgEventRefunds(database),

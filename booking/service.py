@@ -49,7 +49,7 @@ from runtime.errors import (
     not_found,
     parse_uuid,
 )
-from runtime.identity import Caller
+from runtime.identity import Caller, require_verified_email
 from runtime.retry import RetryPolicy
 from runtime.tasks import periodically
 
@@ -89,8 +89,10 @@ class BookingUseCases:
         hold_ttl_seconds: int,
         retry: RetryPolicy,
         sweep_grace_seconds: float,
+        require_verified_email: bool = False,
     ) -> None:
         self._ledger = ledger
+        self._require_verified_email = require_verified_email
         self._seats = seats
         self._payments = payments
         self._hold_ttl_seconds = hold_ttl_seconds
@@ -116,6 +118,8 @@ class BookingUseCases:
     ) -> Booking:
         domain.check_request(event_id, seat_ids, card is not None, request_id, hold_id)
         assert card is not None
+        if self._require_verified_email:
+            require_verified_email(who)
         booking_id = domain.booking_id_for(who.user_id, request_id)
         existing = await self._ledger.get(booking_id)
         if existing is None:

@@ -13,6 +13,7 @@ from runtime.config import (
     hold_ttl_seconds,
     retry_policy,
     ticket_keys_dir,
+    require_verified_email,
 )
 from runtime.retry import RetryPolicy
 
@@ -29,6 +30,7 @@ class BookingSettings(Settings):
     event_refund_concurrency: int
     event_refund_batch_size: int
     ticket_keys_dir: Path  # the notification service's: tickets on demand and check-in
+    require_verified_email: bool  # CreateBooking refuses EMAIL_NOT_VERIFIED
 
     @classmethod
     def read(cls, service: str, env: Env) -> BookingSettings:
@@ -44,6 +46,7 @@ class BookingSettings(Settings):
             event_refund_concurrency=env.integer("EVENT_REFUND_CONCURRENCY", 16, minimum=1),
             event_refund_batch_size=env.integer("EVENT_REFUND_BATCH_SIZE", 64, minimum=1),
             ticket_keys_dir=ticket_keys_dir(env),
+            require_verified_email=require_verified_email(env),
         )
         # The sweep must reach a PENDING booking while its hold still lasts, or
         # recovery timing could cost a paid buyer the seat.

@@ -181,6 +181,12 @@ def hold_ttl_seconds(env: Env) -> int:
     return env.integer("HOLD_TTL_SECONDS", 300, minimum=1, maximum=24 * 3600)
 
 
+def require_verified_email(env: Env) -> bool:
+    """REQUIRE_VERIFIED_EMAIL: whether holding and booking need a verified email
+    (off by default, so accounts made before verification existed still book)."""
+    return env.flag("REQUIRE_VERIFIED_EMAIL", False)
+
+
 def retry_policy(env: Env) -> RetryPolicy:
     """The booking saga's calls (runtime.retry), as booking runs them and Envoy
     times the routes that run them."""

@@ -18,7 +18,7 @@ from typing import Any
 
 import jwt
 
-from runtime.errors import unauthenticated
+from runtime.errors import FailedPrecondition, unauthenticated
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,9 @@ class Caller:
     user_id: str
     role: Role
     email: str
+    # Whether the token says the address was proved with an emailed code; a
+    # token that does not say counts as unverified.
+    email_verified: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -58,6 +61,16 @@ def caller() -> Caller:
     if found is None:
         raise unauthenticated()
     return found
+
+
+def require_verified_email(who: Caller) -> None:
+    """Refuses a caller whose token does not say their email is verified (for
+    the services run with REQUIRE_VERIFIED_EMAIL)."""
+    if not who.email_verified:
+        raise FailedPrecondition(
+            "EMAIL_NOT_VERIFIED",
+            "verify your email first (POST /v1/auth/verifyEmail), then refresh your token",
+        )
 
 
 KeyLookup = Callable[[str], Awaitable[Any | None]]
@@ -114,7 +127,12 @@ class TokenVerifier:
                 issuer=self._issuer,
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},
             )
-            who = Caller(claims["sub"], Role(claims.get("role")), claims.get("email", ""))
+            who = Caller(
+                claims["sub"],
+                Role(claims.get("role")),
+                claims.get("email", ""),
+                claims.get("email_verified") is True,
+            )
             return who, float(claims["exp"]), float(claims["iat"])
         except jwt.ExpiredSignatureError as exc:
             raise unauthenticated("access token expired") from exc

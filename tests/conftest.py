@@ -88,6 +88,8 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, mail_sink: MailSink) -> Itera
         "LOG_LEVEL": "DEBUG",  # every RPC in the logs, as a test may look for one
         "JWKS_CACHE_SECONDS": "2",  # so the key rotation test need not wait long
         "AUTH_RATE_LIMIT_PER_MINUTE": "100000",  # the tests register many users
+        # A code may be sent again after 1 s, not 60, so the tests need not wait.
+        "CODE_RESEND_INTERVAL_SECONDS": "1",
         "TLS_DIR": str(state / "tls"),
     }
     for service in SERVICES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import urllib.error
 import urllib.request
@@ -241,3 +242,23 @@ def error_reason_metadata(reply: Reply) -> dict[str, str]:
         if detail.get("@type", "").endswith("google.rpc.ErrorInfo"):
             return detail.get("metadata", {})
     return {}
+
+
+def emailed_codes(sink: Any, email: str, kind: str) -> list[str]:
+    """The codes emailed to `email` as `kind` (VERIFICATION_CODE, PASSWORD_RESET),
+    oldest first."""
+    found = []
+    for message in sink.messages:
+        if message["To"] == email and message["X-Ticketing-Kind"] == kind:
+            text = message.get_body(("plain",)).get_content()
+            found += re.findall(r"^    ([0-9]{6})\r?$", text, re.MULTILINE)
+    return found
+
+
+def next_code(sink: Any, email: str, kind: str, seen: int = 0) -> str:
+    """Waits for the (seen+1)th code emailed to `email` as `kind`, and returns it."""
+    codes = wait_for(
+        lambda: (c := emailed_codes(sink, email, kind)) and len(c) > seen and c,
+        f"code {seen + 1} ({kind}) for {email}",
+    )
+    return codes[seen]

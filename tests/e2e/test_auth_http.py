@@ -35,6 +35,7 @@ def test_register_login_me_refresh_logout(edge: Edge) -> None:
         "display_name": "User",
         "role": "ROLE_USER",
         "create_time": me.body["create_time"],
+        "email_verified": False,
     }
 
     renewed = edge.post("/v1/auth/refresh", {"refresh_token": account.refresh_token})

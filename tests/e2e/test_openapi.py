@@ -13,9 +13,10 @@ from typing import Any
 import jsonschema_rs
 import pytest
 
+from scripts.mail_sink import MailSink
 from scripts.mesh import REPO
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
-from tests.support import Edge, card, event_body, login, register_and_login
+from tests.support import Edge, card, event_body, login, next_code, register_and_login
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +36,16 @@ def violations(value: Any, schema: dict[str, Any], doc: dict[str, Any]) -> list[
 
 
 @pytest.fixture(scope="module")
-def world(edge: Edge) -> dict[str, Any]:
+def world(edge: Edge, mail_sink: MailSink) -> dict[str, Any]:
     """Real objects for the path parameters, and the tokens to reach them."""
     admin = login(edge, ADMIN_EMAIL, ADMIN_PASSWORD)
     buyer = register_and_login(edge, "openapi")
     # Whose role is set: a role change revokes the user's tokens (within a
     # second), which must not catch the buyer's later calls.
     bystander = register_and_login(edge, "openapi-role")
+    # Who verifies their email with the code registration sent.
+    verifier = register_and_login(edge, "openapi-verify")
+    verification_code = next_code(mail_sink, verifier.email, "VERIFICATION_CODE")
     event = edge.post("/v1/events", event_body(), token=admin).body
     doomed = edge.post("/v1/events", event_body(title="Doomed"), token=admin).body
     booking = edge.post(
@@ -65,6 +69,8 @@ def world(edge: Edge) -> dict[str, Any]:
         "admin": admin,
         "buyer": buyer,
         "bystander": bystander,
+        "verifier": verifier,
+        "verification_code": verification_code,
         "event": event,
         "doomed": doomed,
         "booking": booking,
@@ -101,6 +107,18 @@ def calls(world: dict[str, Any]) -> dict[str, tuple[str, str, Any, str | None]]:
             "POST",
             "/v1/auth/logout",
             {"refresh_token": "whatever-it-was"},
+            None,
+        ),
+        "AuthService_VerifyEmail": (
+            "POST",
+            "/v1/auth/verifyEmail",
+            {"email": world["verifier"].email, "code": world["verification_code"]},
+            None,
+        ),
+        "AuthService_ResendVerification": (
+            "POST",
+            "/v1/auth/verifyEmail:resend",
+            {"email": f"openapi-{uuid.uuid4().hex[:10]}@example.com"},
             None,
         ),
         "AuthService_GetMe": ("GET", "/v1/users/me", None, buyer.access_token),

@@ -15,6 +15,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from auth import domain
+from auth.codes import RESET_PASSWORD, VERIFY_EMAIL, CodeHasher, ensure_code_key, new_code
 from runtime.errors import Invalid, ServiceError, Unauthenticated
 from runtime.identity import Role, TokenVerifier
 from runtime.signing import KeyRing, generate_key
@@ -217,3 +218,17 @@ def test_keys_made_within_one_second_sign_in_the_order_made(tmp_path: Path) -> N
     newest = SigningKey.from_pem(made[-1].read_bytes()).kid
     assert jwt.get_unverified_header(sign(KeyRing(tmp_path)))["kid"] == newest
     assert sorted(made) == made
+
+
+def test_codes_are_six_digits_and_their_hashes_bind_user_and_purpose(tmp_path: Path) -> None:
+    assert all(len(c) == 6 and c.isdigit() for c in (new_code() for _ in range(200)))
+    key = ensure_code_key(tmp_path)
+    assert ensure_code_key(tmp_path) == key and len(key) == 32  # made once, then read
+    hasher = CodeHasher(key)
+    stored = hasher.digest(VERIFY_EMAIL, "user-1", "123456")
+    assert hasher.matches(stored, VERIFY_EMAIL, "user-1", "123456")
+    assert not hasher.matches(stored, VERIFY_EMAIL, "user-1", "123457")
+    assert not hasher.matches(stored, VERIFY_EMAIL, "user-2", "123456")
+    assert not hasher.matches(stored, RESET_PASSWORD, "user-1", "123456")
+    assert not hasher.matches(None, VERIFY_EMAIL, "", "123456")
+    assert CodeHasher(bytes(32)).digest(VERIFY_EMAIL, "user-1", "123456") != stored
