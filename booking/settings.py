@@ -11,9 +11,9 @@ from runtime.config import (
     common,
     grpc_target,
     hold_ttl_seconds,
+    require_verified_email,
     retry_policy,
     ticket_keys_dir,
-    require_verified_email,
 )
 from runtime.retry import RetryPolicy
 
