@@ -78,6 +78,26 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         await self._auth.resend_verification(request.email)
         return auth_pb2.ResendVerificationResponse()
 
+    async def RequestPasswordReset(
+        self, request: auth_pb2.RequestPasswordResetRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.RequestPasswordResetResponse:
+        await self._auth.request_password_reset(request.email)
+        return auth_pb2.RequestPasswordResetResponse()
+
+    async def ResetPassword(
+        self, request: auth_pb2.ResetPasswordRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ResetPasswordResponse:
+        await self._auth.reset_password(request.email, request.code, request.new_password)
+        return auth_pb2.ResetPasswordResponse()
+
+    async def ChangePassword(
+        self, request: auth_pb2.ChangePasswordRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ChangePasswordResponse:
+        await self._auth.change_password(
+            caller().user_id, request.current_password, request.new_password
+        )
+        return auth_pb2.ChangePasswordResponse()
+
     async def GetMe(
         self, request: auth_pb2.GetMeRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.User:

@@ -251,6 +251,22 @@ class Accounts:
             )
         ).first()
 
+    async def revoke_user_refresh_tokens(self, user_id: uuid.UUID) -> None:
+        """Every live refresh token of the user, whatever login it came from."""
+        await self._conn.execute(
+            refresh_tokens.update()
+            .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_time.is_(None))
+            .values(revoked_time=sa.func.now())
+        )
+
+    async def password_hash(self, user_id: uuid.UUID) -> tuple[User, str] | None:
+        row = (
+            await self._conn.execute(
+                sa.select(*_USER_COLUMNS, users.c.password_hash).where(users.c.user_id == user_id)
+            )
+        ).first()
+        return (_user(row), row.password_hash) if row else None
+
     async def revoke_family(self, family_id: uuid.UUID) -> None:
         await self._conn.execute(
             refresh_tokens.update()

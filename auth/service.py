@@ -21,7 +21,9 @@ from auth.throttle import LoginThrottle
 from runtime import pagination, timestamps
 from runtime.errors import (
     AlreadyExists,
+    PermissionDenied,
     Unauthenticated,
+    Violations,
     bad_field,
     not_found,
     parse_uuid,
@@ -209,6 +211,69 @@ class AuthUseCases:
             found = await Accounts(conn).by_email(email)
             if found is not None and not found[0].email_verified:
                 await self._send_code(conn, found[0], codes.VERIFY_EMAIL)
+
+    async def request_password_reset(self, email: str) -> None:
+        """Emails a reset code if the address has an account; the same answer
+        whether or not it has."""
+        problem = domain.email_problem(email)
+        if problem:
+            raise bad_field("email", problem)
+        email = domain.normalize_email(email)
+        await self._sends.take(codes.RESET_PASSWORD, email)
+        async with self._engine.begin() as conn:
+            found = await Accounts(conn).by_email(email)
+            if found is not None:
+                await self._send_code(conn, found[0], codes.RESET_PASSWORD)
+
+    async def reset_password(self, email: str, code: str, new_password: str) -> None:
+        problems = Violations()
+        for name, problem in (
+            ("email", domain.email_problem(email)),
+            ("code", domain.code_problem(code)),
+            ("new_password", domain.password_problem(new_password)),
+        ):
+            if problem:
+                problems.add(name, problem)
+        problems.raise_if_any()
+        email = domain.normalize_email(email)
+        user = await self._use_code(email, codes.RESET_PASSWORD, code)
+        # The code came to the address: it is the owner's, verified.
+        await self._set_password(user, new_password, verified=True)
+        await self._throttle.succeeded(email)
+        log.info("user %s reset their password", user.user_id)
+
+    async def change_password(self, user_id: str, current: str, new_password: str) -> None:
+        problem = domain.password_problem(new_password)
+        if problem:
+            raise bad_field("new_password", problem)
+        async with self._engine.connect() as conn:
+            found = await Accounts(conn).password_hash(parse_uuid(user_id, "user_id"))
+        if found is None:
+            raise not_found("user", user_id)
+        user, password_hash = found
+        # Guessing through a stolen session is as slow as through the login.
+        await self._throttle.check(user.email)
+        if not current or not await self._argon2(self._passwords.verify, password_hash, current):
+            await self._throttle.failed(user.email)
+            raise PermissionDenied("WRONG_PASSWORD", "the current password is wrong")
+        await self._throttle.succeeded(user.email)
+        await self._set_password(user, new_password)
+        log.info("user %s changed their password", user.user_id)
+
+    async def _set_password(self, user: User, password: str, verified: bool = False) -> None:
+        """The new password, and the end of every session of the user."""
+        password_hash = await self._argon2(self._passwords.hash, password)
+        # Access tokens first, so that if Redis is away nothing changes and the
+        # caller retries; and again after the refresh tokens are revoked, so that
+        # none refreshed in between outlives the change.
+        await self._revocations.revoke(str(user.user_id))
+        async with self._engine.begin() as conn:
+            accounts = Accounts(conn)
+            await accounts.set_password_hash(user.user_id, password_hash)
+            await accounts.revoke_user_refresh_tokens(user.user_id)
+            if verified and not user.email_verified:
+                await accounts.set_email_verified(user.user_id)
+        await self._revocations.revoke(str(user.user_id))
 
     async def _send_code(self, conn: AsyncConnection, user: User, purpose: str) -> None:
         """A new code for `purpose` (replacing the user's last), and the message that

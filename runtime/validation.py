@@ -48,6 +48,7 @@ SECRET_PARAMETERS = frozenset(
         "paymentmethod",
         "cardnumber",
         "cvc",
+        "code",  # an emailed one-time code
     }
 )
 

@@ -53,6 +53,10 @@ class MailSink:
         self._controller: Controller | None = None
 
     @property
+    def directory(self) -> Path | None:
+        return self._keeper.directory
+
+    @property
     def messages(self) -> list[EmailMessage]:
         with self._keeper.lock:
             return list(self._keeper.messages)

@@ -59,10 +59,11 @@ def _fresh_vhost() -> None:
 
 
 @pytest.fixture(scope="session")
-def mail_sink() -> Iterator[MailSink]:
+def mail_sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailSink]:
     """The SMTP server the notification service sends to, in-process so tests can
-    read what arrived, and stop it to play an outage."""
-    sink = MailSink(free_port()).start()
+    read what arrived, and stop it to play an outage. It keeps each email as a
+    file too, as `make up`'s does, for the client scripts that read codes."""
+    sink = MailSink(free_port(), tmp_path_factory.mktemp("mail")).start()
     yield sink
     sink.stop()
 

@@ -44,8 +44,10 @@ NOT_ON_THE_MAP = ("the event has no", "is outside the")
 PROTECTED_USERS = frozenset(filter(None, os.environ.get("FUZZ_PROTECTED_USERS", "").split(",")))
 
 
+# Routes that set a new password, held to the registration's rules.
+NEW_PASSWORDS = frozenset({"POST /v1/auth/password:set", "POST /v1/users/me:changePassword"})
 # Routes that email a code, limited per address.
-CODE_SENDS = frozenset({"POST /v1/auth/verifyEmail:resend"})
+CODE_SENDS = frozenset({"POST /v1/auth/verifyEmail:resend", "POST /v1/auth/password:reset"})
 
 
 def meant_valid(case: Any) -> bool:
@@ -102,10 +104,11 @@ def fix_tiers(event: dict[str, Any]) -> None:
     event["tiers"] = tiers
 
 
-def register(account: dict[str, Any]) -> None:
+def register(account: dict[str, Any], field: str = "password") -> None:
     """Not one of the 10,000 most common passwords."""
-    if account["password"].strip().lower() in common_passwords():
-        account["password"] = account["password"][:240] + "-uncommon"
+    password = account.get(field)
+    if isinstance(password, str) and password.strip().lower() in common_passwords():
+        account[field] = password[:240] + "-uncommon"
 
 
 def book(booking: dict[str, Any]) -> None:
@@ -148,6 +151,8 @@ def map_case(context: Any, case: Any) -> Any:
     elif label == "PATCH /v1/events/{event_id}" and isinstance(case.body, dict):
         case.query = dict(case.query or {})
         update_event(case.body, case.query)
+    elif label in NEW_PASSWORDS and isinstance(case.body, dict):
+        register(case.body, "new_password")
     elif label in CODE_SENDS and isinstance(case.body, dict) and "email" in case.body:
         # Codes are sent to an address at most once a second (CODE_RESEND_INTERVAL_SECONDS
         # in the test mesh) and five times an hour: a valid request gets an address

@@ -1,5 +1,6 @@
-"""Accounts through Envoy: email verification by an emailed code, and the codes'
-failure modes (wrong, expired, reused, guessed, raced, sent too often)."""
+"""Accounts through Envoy: email verification and password reset by emailed
+codes, with the codes' failure modes (wrong, expired, reused, guessed, raced,
+sent too often), and password change; both end every session."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from runtime.db import libpq_url
 from scripts.mail_sink import MailSink
 from scripts.mesh import Mesh, free_port
-from tests.e2e.test_auth_http import assert_error
+from tests.e2e.test_auth_http import assert_error, refused_within
 from tests.support import (
     Account,
     Edge,
@@ -109,7 +110,7 @@ def test_racing_uses_of_one_code_verify_once(edge: Edge, mail_sink: MailSink) ->
                 range(8),
             )
         )
-    assert sorted(r.status for r in replies) == [200] + [400] * 7
+    assert sorted(r.status for r in replies) == [200] + [400] * 7, [r.body for r in replies]
     assert {r.reason for r in replies if r.status == 400} == {"INVALID_CODE"}
 
 
@@ -240,3 +241,175 @@ def test_by_default_unverified_buyers_book(edge: Edge, keys_dir: Path) -> None:
     buyer = register_and_login(edge, "default")
     assert edge.get("/v1/users/me", token=buyer.access_token).body["email_verified"] is False
     assert book(edge, buyer.access_token, event["event_id"], ["vip-1-1"]).status == 200
+
+
+# -- password reset and change ------------------------------------------------
+
+RESET = "PASSWORD_RESET"
+
+
+def sessions_ended(edge: Edge, account: Account, tokens: list[tuple[str, str]]) -> None:
+    """Every (access, refresh) pair from before is dead: the refresh tokens at
+    once, the access tokens on every service within seconds."""
+    for access, refresh in tokens:
+        refused = edge.post("/v1/auth/refresh", {"refresh_token": refresh})
+        assert_error(refused, 401)
+        for path in ("/v1/users/me", "/v1/bookings", "/v1/notifications"):
+            refused_within(edge, path, access, 5)
+    stale = edge.post("/v1/auth/login", {"email": account.email, "password": account.password})
+    assert_error(stale, 401)
+
+
+def test_a_reset_code_sets_a_new_password_and_ends_every_session(
+    edge: Edge, mail_sink: MailSink
+) -> None:
+    account = register_and_login(edge, "forgot")
+    second = edge.post("/v1/auth/login", {"email": account.email, "password": account.password})
+    asked = edge.post("/v1/auth/password:reset", {"email": account.email})
+    assert (asked.status, asked.body) == (200, {})
+    code = next_code(mail_sink, account.email, RESET)
+    body = {"email": account.email, "code": code, "new_password": "battery-staple-9"}
+
+    refused = edge.post("/v1/auth/password:set", {**body, "code": wrong(code)})
+    assert_error(refused, 400)
+    assert refused.reason == "INVALID_CODE"
+    # The verification code is not a reset code, nor the other way round.
+    verification = next_code(mail_sink, account.email, VERIFICATION)
+    assert edge.post("/v1/auth/password:set", {**body, "code": verification}).status == 400
+    assert edge.post("/v1/auth/verifyEmail", {"email": account.email, "code": code}).reason == (
+        "INVALID_CODE"
+    )
+
+    done = edge.post("/v1/auth/password:set", body)
+    assert (done.status, done.body) == (200, {})
+    sessions_ended(
+        edge,
+        account,
+        [
+            (account.access_token, account.refresh_token),
+            (second.body["access_token"], second.body["refresh_token"]),
+        ],
+    )
+    fresh = edge.post("/v1/auth/login", {"email": account.email, "password": "battery-staple-9"})
+    assert fresh.status == 200
+    me = edge.get("/v1/users/me", token=fresh.body["access_token"]).body
+    assert me["email_verified"] is True  # the code came to the address
+    again = edge.post("/v1/auth/password:set", {**body, "new_password": "another-one-77"})
+    assert_error(again, 400)
+    assert again.reason == "INVALID_CODE"  # used
+
+
+def test_a_reset_for_an_unknown_address_answers_alike_and_sends_nothing(
+    edge: Edge, mail_sink: MailSink
+) -> None:
+    nobody = unique_email("nobody")
+    asked = edge.post("/v1/auth/password:reset", {"email": nobody})
+    assert (asked.status, asked.body) == (200, {})
+    attempt = edge.post(
+        "/v1/auth/password:set",
+        {"email": nobody, "code": "123456", "new_password": "battery-staple-9"},
+    )
+    assert_error(attempt, 400)
+    assert attempt.reason == "INVALID_CODE"
+    # The limit applies to it as to a real account.
+    again = edge.post("/v1/auth/password:reset", {"email": nobody})
+    assert_error(again, 429)
+    assert again.reason == "TOO_MANY_CODES"
+    assert all(m["To"] != nobody for m in mail_sink.messages)
+
+
+def test_reset_codes_allow_five_tries(edge: Edge, mail_sink: MailSink) -> None:
+    account = register_and_login(edge, "brute")
+    edge.post("/v1/auth/password:reset", {"email": account.email})
+    code = next_code(mail_sink, account.email, RESET)
+    body = {"email": account.email, "new_password": "battery-staple-9"}
+    guesses = [g for g in (f"{n:06d}" for n in range(6)) if g != code][:5]
+    for guess in guesses:
+        assert edge.post("/v1/auth/password:set", {**body, "code": guess}).reason == (
+            "INVALID_CODE"
+        )
+    assert edge.post("/v1/auth/password:set", {**body, "code": code}).reason == "INVALID_CODE"
+    # The password stayed.
+    assert (
+        edge.post("/v1/auth/login", {"email": account.email, "password": account.password}).status
+        == 200
+    )
+
+
+def test_an_expired_reset_code_is_refused(edge: Edge, mesh: Mesh, mail_sink: MailSink) -> None:
+    account = register_and_login(edge, "late")
+    edge.post("/v1/auth/password:reset", {"email": account.email})
+    code = next_code(mail_sink, account.email, RESET)
+    with auth_db(mesh) as conn:  # fifteen minutes pass
+        conn.execute(
+            "UPDATE account_codes SET expire_time = now() - interval '1 second' "
+            "WHERE user_id = %s AND purpose = 'reset_password'",
+            (account.user_id,),
+        )
+    late = edge.post(
+        "/v1/auth/password:set",
+        {"email": account.email, "code": code, "new_password": "battery-staple-9"},
+    )
+    assert late.reason == "INVALID_CODE"
+
+
+def test_change_password_needs_the_current_one_and_ends_every_session(edge: Edge) -> None:
+    account = register_and_login(edge, "change")
+    path = "/v1/users/me:changePassword"
+    wrong_current = edge.post(
+        path,
+        {"current_password": "not-my-password", "new_password": "battery-staple-9"},
+        token=account.access_token,
+    )
+    assert_error(wrong_current, 403)
+    assert wrong_current.reason == "WRONG_PASSWORD"
+    weak = edge.post(
+        path,
+        {"current_password": account.password, "new_password": "password123"},
+        token=account.access_token,
+    )
+    assert_error(weak, 400)
+    assert set(weak.violations) == {"new_password"}
+    assert_error(
+        edge.post(path, {"current_password": account.password, "new_password": "x" * 12}), 401
+    )
+
+    changed = edge.post(
+        path,
+        {"current_password": account.password, "new_password": "battery-staple-9"},
+        token=account.access_token,
+    )
+    assert (changed.status, changed.body) == (200, {})
+    sessions_ended(edge, account, [(account.access_token, account.refresh_token)])
+    assert (
+        edge.post("/v1/auth/login", {"email": account.email, "password": "battery-staple-9"}).status
+        == 200
+    )
+
+
+@pytest.mark.parametrize(
+    ("body", "violations"),
+    [
+        (
+            {"email": "x@example.com", "code": "1234567", "new_password": "battery-staple-9"},
+            {"code": "must be the 6 digits of the email"},
+        ),
+        (
+            {"email": "x@example.com", "code": "123456", "new_password": "short"},
+            {"new_password": "must be at least 10 characters"},
+        ),
+        ({}, {"email": "is required", "code": "is required", "new_password": "is required"}),
+    ],
+)
+def test_malformed_resets_are_400_with_field_violations(
+    edge: Edge, body: dict, violations: dict
+) -> None:
+    reply = edge.post("/v1/auth/password:set", body)
+    assert_error(reply, 400)
+    assert reply.violations == violations
+
+
+def test_a_code_in_the_url_is_refused(edge: Edge) -> None:
+    reply = edge.post("/v1/auth/verifyEmail?code=123456", {"email": "x@example.com"})
+    assert_error(reply, 400)
+    assert reply.reason == "SECRET_IN_URL"

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from scripts.mail_sink import MailSink
 from scripts.mesh import REPO, Mesh
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 
 CLIENTS = [
     "clients/curl/purchase.sh",
+    "clients/curl/account-recovery.sh",
     "clients/go/main.go",
     "clients/ts/purchase.test.ts",
     "clients/curl/organizer.sh",
@@ -81,6 +83,18 @@ def test_curl_organizer_lifecycle(mesh: Mesh) -> None:
         '{"state":"EVENT_STATE_CANCELLED","reason":"Storm warning"}',
         '{"bookings_total":1,"bookings_refunded":1}',
         '{"state":"BOOKING_STATE_CANCELLED"}',
+    ]
+
+
+def test_curl_account_recovery(mesh: Mesh, mail_sink: MailSink) -> None:
+    lines = run(mesh, "bash", "clients/curl/account-recovery.sh", MAIL_DIR=str(mail_sink.directory))
+    assert lines.splitlines() == [
+        '{"email_verified":false}',
+        '{"email_verified":true}',
+        "{}",
+        "{}",
+        '{"code":16,"reason":"INVALID_REFRESH_TOKEN"}',
+        '{"token_type":"Bearer"}',
     ]
 
 

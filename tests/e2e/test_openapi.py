@@ -46,6 +46,12 @@ def world(edge: Edge, mail_sink: MailSink) -> dict[str, Any]:
     # Who verifies their email with the code registration sent.
     verifier = register_and_login(edge, "openapi-verify")
     verification_code = next_code(mail_sink, verifier.email, "VERIFICATION_CODE")
+    # Who resets their password with an emailed code, and who changes theirs
+    # (each ends the account's sessions, so neither is anyone else).
+    resetter = register_and_login(edge, "openapi-reset")
+    assert edge.post("/v1/auth/password:reset", {"email": resetter.email}).status == 200
+    reset_code = next_code(mail_sink, resetter.email, "PASSWORD_RESET")
+    changer = register_and_login(edge, "openapi-change")
     event = edge.post("/v1/events", event_body(), token=admin).body
     doomed = edge.post("/v1/events", event_body(title="Doomed"), token=admin).body
     booking = edge.post(
@@ -71,6 +77,9 @@ def world(edge: Edge, mail_sink: MailSink) -> dict[str, Any]:
         "bystander": bystander,
         "verifier": verifier,
         "verification_code": verification_code,
+        "resetter": resetter,
+        "reset_code": reset_code,
+        "changer": changer,
         "event": event,
         "doomed": doomed,
         "booking": booking,
@@ -120,6 +129,28 @@ def calls(world: dict[str, Any]) -> dict[str, tuple[str, str, Any, str | None]]:
             "/v1/auth/verifyEmail:resend",
             {"email": f"openapi-{uuid.uuid4().hex[:10]}@example.com"},
             None,
+        ),
+        "AuthService_RequestPasswordReset": (
+            "POST",
+            "/v1/auth/password:reset",
+            {"email": f"openapi-{uuid.uuid4().hex[:10]}@example.com"},
+            None,
+        ),
+        "AuthService_ResetPassword": (
+            "POST",
+            "/v1/auth/password:set",
+            {
+                "email": world["resetter"].email,
+                "code": world["reset_code"],
+                "new_password": "battery-staple-9",
+            },
+            None,
+        ),
+        "AuthService_ChangePassword": (
+            "POST",
+            "/v1/users/me:changePassword",
+            {"current_password": world["changer"].password, "new_password": "battery-staple-9"},
+            world["changer"].access_token,
         ),
         "AuthService_GetMe": ("GET", "/v1/users/me", None, buyer.access_token),
         "AuthService_GetJwks": ("GET", "/v1/auth/jwks", None, None),
