@@ -98,9 +98,11 @@ test: tools setup
 # Debian's packages the tests use, installed when missing (as root):
 # docker-compose checks docker-compose.yml; Go, its protoc plugins and the
 # grpc, protobuf (v2 API, with the 1.5 github.com/golang/protobuf shim grpc
-# needs) and genproto sources build the Go client without the module proxy.
+# needs) and genproto sources build the Go client without the module proxy;
+# Chromium runs clients/web headless (playwright-core drives it).
 DEBS := docker-compose golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
-	golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev golang-google-genproto-dev
+	golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev golang-google-genproto-dev \
+	chromium
 tools:
 	@missing=$$(for deb in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$deb 2>/dev/null \
 		| grep -q '^install ok installed' || echo $$deb; done); \

@@ -5,16 +5,20 @@ quotes each file verbatim (checked here too)."""
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from scripts.mail_sink import MailSink
-from scripts.mesh import REPO, Mesh
+from scripts.mesh import REPO, Mesh, free_port
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 
 CLIENTS = [
@@ -23,6 +27,7 @@ CLIENTS = [
     "clients/go/main.go",
     "clients/ts/purchase.test.ts",
     "clients/curl/organizer.sh",
+    "clients/web/app.ts",
     "clients/grpcurl/purchase.sh",
     "clients/node/purchase.test.mjs",
     "clients/grpc-web/list-events.mjs",
@@ -147,6 +152,7 @@ def test_typescript_client_over_grpc_and_grpc_web(mesh: Mesh, tmp_path: Path) ->
         mesh,
         str(bin_ / "esbuild"),
         "clients/ts/purchase.test.ts",
+        "clients/web/app.ts",
         "--bundle",
         "--platform=node",
         "--format=esm",
@@ -163,6 +169,63 @@ def test_typescript_client_over_grpc_and_grpc_web(mesh: Mesh, tmp_path: Path) ->
     finally:
         placed.unlink()
     assert "# pass 2" in out and "# fail 0" in out, out
+
+
+@pytest.fixture
+def page_origin(tmp_path: Path) -> Iterator[str]:
+    """clients/web, its script bundled by esbuild from the gen/ts stubs, served
+    by a static file server of its own: another origin than any Envoy's."""
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(REPO / "clients" / "web" / "index.html", site)
+    esbuild = REPO / "node_modules" / ".bin" / "esbuild"
+    subprocess.run(
+        [
+            str(esbuild),
+            "clients/web/app.ts",
+            "--bundle",
+            "--format=esm",
+            "--log-level=warning",
+            f"--outfile={site / 'app.js'}",
+        ],
+        cwd=REPO,
+        check=True,
+    )
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_browser_page_over_grpc_web(mesh: Mesh, page_origin: str) -> None:
+    """clients/web in headless Chromium (playwright-core), against an Envoy
+    whose CORS allows the page's origin: the events, a seat map, a booking,
+    and two refusals' reasons read through the headers CORS exposes."""
+    run(mesh, str(REPO / "node_modules" / ".bin" / "tsc"), "--noEmit", "-p", "clients/web")
+    port = free_port()
+    mesh.start_envoy(
+        "envoy-web",
+        env={
+            "EDGE_PORT": str(port),
+            "EDGE_ADMIN_PORT": str(free_port()),
+            "CORS_ALLOWED_ORIGINS": page_origin,
+        },
+    )
+    try:
+        out = run(
+            mesh,
+            "node",
+            "--test",
+            "clients/web/browser.test.mjs",
+            EDGE=f"http://127.0.0.1:{port}",
+            PAGE=f"{page_origin}/",
+        )
+    finally:
+        mesh.stop("envoy-web")
+    assert "# pass 1" in out and "# fail 0" in out, out
 
 
 def test_grpc_web_call(mesh: Mesh) -> None:
