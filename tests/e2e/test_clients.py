@@ -152,7 +152,6 @@ def test_typescript_client_over_grpc_and_grpc_web(mesh: Mesh, tmp_path: Path) ->
         mesh,
         str(bin_ / "esbuild"),
         "clients/ts/purchase.test.ts",
-        "clients/web/app.ts",
         "--bundle",
         "--platform=node",
         "--format=esm",
