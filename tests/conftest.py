@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -129,6 +130,17 @@ def keys_dir(mesh: Mesh) -> Path:
     return Path(mesh.env["AUTH_KEYS_DIR"])
 
 
+@pytest.fixture(scope="module")
+def organizer_id() -> str:
+    return str(uuid.uuid4())
+
+
+@pytest.fixture(scope="module")
+def organizer(keys_dir: Path, organizer_id: str) -> str:
+    """An organizer's access token, minted for this module's organizer_id."""
+    return mint_token(keys_dir, role="organizer", user_id=organizer_id)
+
+
 @pytest.fixture(scope="session")
 def event_channel(mesh: Mesh) -> Iterator[grpc.Channel]:
     with mesh.channel("event") as channel:
@@ -141,8 +153,3 @@ def event_channel_as_booking(mesh: Mesh) -> Iterator[grpc.Channel]:
     allowed to call the hold and sale RPCs."""
     with mesh.channel("event", "booking") as channel:
         yield channel
-
-
-@pytest.fixture(scope="session")
-def organizer_token(keys_dir: Path) -> str:
-    return mint_token(keys_dir, role="organizer")

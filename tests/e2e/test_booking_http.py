@@ -24,11 +24,6 @@ from tests.support import (
 )
 
 
-@pytest.fixture(scope="module")
-def organizer(keys_dir: Path) -> str:
-    return mint_token(keys_dir, role="organizer")
-
-
 @pytest.fixture
 def event(edge: Edge, organizer: str) -> dict:
     """Standard seats at $50 (4 rows of 10), VIP at $150 (2 rows of 5)."""

@@ -146,10 +146,10 @@ def test_grpc_web_reaches_the_services(edge: Edge) -> None:
 
 
 def test_native_grpc_through_envoy_and_internal_rpcs_unreachable(
-    mesh: Mesh, organizer_token: str
+    mesh: Mesh, organizer: str
 ) -> None:
     with mesh.channel("event") as direct:
-        created = create_event_grpc(event_pb2_grpc.EventServiceStub(direct), organizer_token)
+        created = create_event_grpc(event_pb2_grpc.EventServiceStub(direct), organizer)
     with grpc.insecure_channel(f"127.0.0.1:{mesh.env['EDGE_PORT']}") as channel:
         events = event_pb2_grpc.EventServiceStub(channel)
         fetched = events.GetEvent(event_pb2.GetEventRequest(event_id=created.event_id))

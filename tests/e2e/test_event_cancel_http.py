@@ -35,11 +35,6 @@ SLOW_REFUNDS = {
 
 
 @pytest.fixture(scope="module")
-def organizer(keys_dir: Path) -> str:
-    return mint_token(keys_dir, role="organizer")
-
-
-@pytest.fixture(scope="module")
 def slow_refunds(mesh: Mesh) -> Iterator[None]:
     """The booking service with SLOW_REFUNDS for this module, as usual after it."""
     restart(mesh, SLOW_REFUNDS)

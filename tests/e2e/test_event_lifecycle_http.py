@@ -20,11 +20,6 @@ def rfc3339(moment: datetime) -> str:
 
 
 @pytest.fixture(scope="module")
-def organizer(keys_dir: Path) -> str:
-    return mint_token(keys_dir, role="organizer")
-
-
-@pytest.fixture(scope="module")
 def rival(keys_dir: Path) -> str:
     """Another organizer, who must not touch the first one's events."""
     return mint_token(keys_dir, role="organizer")

@@ -8,7 +8,6 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 import redis
@@ -22,14 +21,8 @@ from tests.support import (
     book,
     card,
     event_body,
-    mint_token,
     register_and_login,
 )
-
-
-@pytest.fixture(scope="module")
-def organizer(keys_dir: Path) -> str:
-    return mint_token(keys_dir, role="organizer")
 
 
 def new_event(edge: Edge, organizer: str, **extra: object) -> dict:

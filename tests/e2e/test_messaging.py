@@ -98,16 +98,6 @@ def drained(mesh: Mesh, sink: MailSink) -> None:
         )
 
 
-@pytest.fixture(scope="module")
-def organizer_id() -> str:
-    return str(uuid.uuid4())
-
-
-@pytest.fixture(scope="module")
-def organizer(keys_dir: Path, organizer_id: str) -> str:
-    return mint_token(keys_dir, role="organizer", user_id=organizer_id)
-
-
 @pytest.fixture
 def event(edge: Edge, organizer: str) -> dict:
     reply = edge.post("/v1/events", event_body(title="Messaging gala"), token=organizer)

@@ -103,17 +103,17 @@ def rig(mesh: Mesh) -> Iterator[Rig]:
 
 
 @pytest.fixture
-def event_id(mesh: Mesh, organizer_token: str) -> str:
+def event_id(mesh: Mesh, organizer: str) -> str:
     with mesh.channel("event") as channel:
-        return create_event_grpc(event_pb2_grpc.EventServiceStub(channel), organizer_token).event_id
+        return create_event_grpc(event_pb2_grpc.EventServiceStub(channel), organizer).event_id
 
 
 @pytest.fixture(scope="module")
-def warm_up_event(mesh: Mesh, organizer_token: str) -> str:
+def warm_up_event(mesh: Mesh, organizer: str) -> str:
     with mesh.channel("event") as channel:
         return create_event_grpc(
             event_pb2_grpc.EventServiceStub(channel),
-            organizer_token,
+            organizer,
             tiers=[("TIER_STANDARD", 100, 4, 10)],
         ).event_id
 

@@ -189,3 +189,53 @@ def test_racing_sales_of_one_seat_have_exactly_one_winner(mesh: Mesh) -> None:
             await harness.close()
 
     asyncio.run(race())
+
+
+def test_a_cancellation_waits_for_the_sales_in_flight_and_refuses_later_ones(mesh: Mesh) -> None:
+    async def scenario() -> None:
+        harness = await Harness(mesh).open()
+        try:
+            view = await harness.events.create_event(
+                ORGANIZER, "Last night", "", "Hall", datetime.now(UTC) + timedelta(days=1), PLANS
+            )
+            event_id = view.info.event_id
+            async with harness.engine.connect() as in_flight:
+                await in_flight.begin()
+                sold = await in_flight.scalar(
+                    sa.text(
+                        "SELECT sell_seats(:event, ARRAY[:tier]::smallint[], ARRAY[1], "
+                        "ARRAY[1], :booking, :fence)"
+                    ),
+                    {
+                        "event": event_id,
+                        "tier": Tier.STANDARD.value,
+                        "booking": uuid.uuid4(),
+                        "fence": 1,
+                    },
+                )
+                assert sold is True
+                cancelling = asyncio.create_task(
+                    harness.events.cancel_event(ORGANIZER, str(event_id), "storm", "")
+                )
+                # The cancellation queues behind the uncommitted sale's lock ...
+                async with harness.engine.connect() as watcher:
+                    deadline = asyncio.get_running_loop().time() + 10
+                    while not await watcher.scalar(
+                        sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                    ):
+                        assert asyncio.get_running_loop().time() < deadline, "never waited"
+                        await asyncio.sleep(0.02)
+                assert not cancelling.done()
+                await in_flight.commit()
+            # ... and ends once the sale committed, which the refunds then cover.
+            cancelled = await cancelling
+            assert cancelled.info.cancellation is not None
+            with pytest.raises(ServiceError) as refused:
+                await harness.sale_path.sell(
+                    event_id, [SeatRef(Tier.STANDARD, 1, 2)], uuid.uuid4(), 2
+                )
+            assert refused.value.reason == "EVENT_CANCELLED"
+        finally:
+            await harness.close()
+
+    asyncio.run(scenario())

@@ -39,8 +39,8 @@ def store(mesh: Mesh) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def event(public: event_pb2_grpc.EventServiceStub, organizer_token: str) -> event_pb2.Event:
-    return create_event_grpc(public, organizer_token)
+def event(public: event_pb2_grpc.EventServiceStub, organizer: str) -> event_pb2.Event:
+    return create_event_grpc(public, organizer)
 
 
 def lock(

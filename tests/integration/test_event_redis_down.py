@@ -72,11 +72,9 @@ def try_lock(
 
 
 @pytest.mark.parametrize("fault", ["cut", "blackhole"])
-def test_lock_seat_fails_fast_and_whole_without_redis(
-    mesh, proxied, organizer_token, fault
-) -> None:
+def test_lock_seat_fails_fast_and_whole_without_redis(mesh, proxied, organizer, fault) -> None:
     public, stub, proxy = proxied
-    event = create_event_grpc(public, organizer_token)
+    event = create_event_grpc(public, organizer)
     getattr(proxy, fault)()
     try:
         owner = str(uuid.uuid4())
