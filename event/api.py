@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 import grpc
@@ -35,6 +36,7 @@ _STATUS_TO_PROTO = {
 }
 _STATUS_FROM_PROTO = {v: k for k, v in _STATUS_TO_PROTO.items()}
 AVAILABILITY_CACHE_CONTROL = "public, max-age=1"
+EVENT_MESSAGES_KEPT = 10_000
 _PLACEMENT = {ADJACENT: event_pb2.PLACEMENT_ADJACENT, SPLIT: event_pb2.PLACEMENT_SPLIT}
 
 
@@ -216,6 +218,21 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         self._events = use_cases
         self._sales = sales
         self._holds = holds
+        # The last message built per event, with the view it was built from.
+        self._event_messages: dict[uuid.UUID, tuple[EventView, event_pb2.Event]] = {}
+
+    def _event_message(self, view: EventView) -> event_pb2.Event:
+        # The use cases hand every reader of an event the same view for up to a
+        # second (its availability snapshot), so its message is built once for
+        # all of them rather than once per GetEvent.
+        built = self._event_messages.get(view.info.event_id)
+        if built is not None and built[0] is view:
+            return built[1]
+        message = event_to_proto(view)
+        if len(self._event_messages) > EVENT_MESSAGES_KEPT:
+            self._event_messages.clear()
+        self._event_messages[view.info.event_id] = (view, message)
+        return message
 
     async def CreateHold(
         self, request: event_pb2.CreateHoldRequest, context: grpc.aio.ServicerContext
@@ -313,7 +330,7 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
         # Availability may be a second old anyway (a replica's snapshot), so
         # browsers and caches in front of Envoy may keep it that long too.
         await context.send_initial_metadata((("cache-control", AVAILABILITY_CACHE_CONTROL),))
-        return event_to_proto(view)
+        return self._event_message(view)
 
     async def ListEvents(
         self, request: event_pb2.ListEventsRequest, context: grpc.aio.ServicerContext
