@@ -141,7 +141,7 @@ WITH done AS (
     RETURNING booking_id
 ), announced AS (
     {INSERT_OUTBOX_ROW} SELECT %(message_id)s, %(routing_key)s, %(message_type)s, %(payload)s,
-                               %(correlation_id)s FROM done
+                               %(correlation_id)s, %(trace_context)s FROM done
 )
 SELECT count(*) AS settled FROM done
 """
@@ -312,7 +312,7 @@ WITH reported AS (
     RETURNING event_id
 ), announced AS (
     {INSERT_OUTBOX_ROW} SELECT %(message_id)s, %(routing_key)s, %(message_type)s, %(payload)s,
-                               %(correlation_id)s FROM reported
+                               %(correlation_id)s, %(trace_context)s FROM reported
 )
 SELECT count(*) AS reported FROM reported
 """

@@ -12,7 +12,9 @@ Addresses come from the same environment variables the services read
 (`AUTH_GRPC_ADDR=127.0.0.1:3001`; a comma-separated list for replicas).
 Edge settings: EDGE_PORT, EDGE_LISTEN_ADDRESS, EDGE_ADMIN_PORT, EDGE_ADMIN_ADDRESS,
 CORS_ALLOWED_ORIGINS (comma-separated), AUTH_RATE_LIMIT_PER_MINUTE (login and
-register, per Envoy), MAX_REQUEST_BYTES, JWKS_CACHE_SECONDS.
+register, per Envoy), MAX_REQUEST_BYTES, JWKS_CACHE_SECONDS, and
+OTEL_EXPORTER_OTLP_ENDPOINT (runtime.tracing): when set, Envoy traces every
+request to that collector and hands the services its `traceparent`.
 
 Envoy talks to the services over mutual TLS as the `edge` workload, with the
 files of runtime.tls (TLS_DIR, or TLS_CA_FILE / TLS_CERT_FILE / TLS_KEY_FILE).
@@ -31,6 +33,7 @@ from google.protobuf import any_pb2
 from google.protobuf.descriptor import MethodDescriptor
 from google.rpc import error_details_pb2, status_pb2
 
+from runtime import tracing
 from runtime.config import REPO_ROOT, SERVICES, ConfigError, Env, grpc_addr, retry_policy
 from runtime.contracts import PROTO_SERVICES, http_binding
 from runtime.status import ERROR_DOMAIN
@@ -541,6 +544,73 @@ def local_reply_config() -> dict[str, Any]:
     }
 
 
+OTEL_CLUSTER = "otel_collector"
+SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+
+
+def tracing_settings() -> dict[str, Any]:
+    """The connection manager's settings that trace every request (to the
+    collector's cluster, over OTLP/gRPC) as the `edge` service; the router
+    sends each request's span on to the service as `traceparent`."""
+    return {
+        "tracing": {
+            "random_sampling": {"value": 100},
+            "provider": {
+                "name": "envoy.tracers.opentelemetry",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                    "grpc_service": {"envoy_grpc": {"cluster_name": OTEL_CLUSTER}, "timeout": "2s"},
+                    "service_name": "edge",
+                },
+            },
+        },
+        # Envoy otherwise writes its sampling decision into the x-request-id (a
+        # changed digit of the UUID): the client's own id must reach the logs as sent.
+        "request_id_extension": {
+            "typed_config": {
+                "@type": extension("request_id.uuid.v3.UuidRequestIdConfig"),
+                "pack_trace_reason": False,
+                "use_request_id_for_trace_sampling": False,
+            }
+        },
+    }
+
+
+def otel_cluster(collector: str) -> dict[str, Any]:
+    host, port = tracing.host_port(collector)
+    socket_address = {"address": host, "port_value": port}
+    cluster: dict[str, Any] = {
+        "name": OTEL_CLUSTER,
+        "type": "STRICT_DNS",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": extension("upstreams.http.v3.HttpProtocolOptions"),
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": OTEL_CLUSTER,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"socket_address": socket_address}}}]}
+            ],
+        },
+    }
+    if collector.startswith("https://"):
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": extension("transport_sockets.tls.v3.UpstreamTlsContext"),
+                "sni": host,
+                "common_tls_context": {
+                    "alpn_protocols": ["h2"],
+                    "validation_context": {"trusted_ca": {"filename": SYSTEM_CA_BUNDLE}},
+                },
+            },
+        }
+    return cluster
+
+
 def filter_(name: str, config_type: str, **config: Any) -> dict[str, Any]:
     return {"name": name, "typed_config": {"@type": extension(config_type), **config}}
 
@@ -550,6 +620,7 @@ def config(descriptor_path: Path) -> dict[str, Any]:
     admin_port = ENV.integer("EDGE_ADMIN_PORT", 9901, minimum=1, maximum=65535)
     listen = ENV.text("EDGE_LISTEN_ADDRESS", "127.0.0.1")
     identity = TlsFiles.for_workload("edge")
+    collector = tracing.endpoint(ENV)
     hcm = {
         "@type": extension("filters.network.http_connection_manager.v3.HttpConnectionManager"),
         "stat_prefix": "edge",
@@ -602,6 +673,7 @@ def config(descriptor_path: Path) -> dict[str, Any]:
             ),
             filter_("envoy.filters.http.router", "filters.http.router.v3.Router"),
         ],
+        **(tracing_settings() if collector else {}),
     }
     return {
         "admin": {
@@ -655,6 +727,7 @@ def config(descriptor_path: Path) -> dict[str, Any]:
                         ],
                     },
                 },
+                *([otel_cluster(collector)] if collector else []),
             ],
         },
     }

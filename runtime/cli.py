@@ -7,7 +7,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 
-from runtime import db, logs
+from runtime import db, logs, tracing
 from runtime.config import ConfigError, S
 from runtime.server import GrpcService
 
@@ -39,9 +39,14 @@ def main(
     if settings.nice:
         # Background work (emails, say) yields the CPU to the sale in progress.
         os.nice(settings.nice)
-    if settings.event_loop == "uvloop":
-        import uvloop
+    # Before `build`: the channels it opens get the tracing interceptors.
+    tracing.configure(service, settings.otlp_endpoint)
+    try:
+        if settings.event_loop == "uvloop":
+            import uvloop
 
-        uvloop.run(serve())
-    else:
-        asyncio.run(serve())
+            uvloop.run(serve())
+        else:
+            asyncio.run(serve())
+    finally:
+        tracing.shutdown()  # the last spans out before the process exits

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from runtime import tracing
 from runtime.retry import RetryPolicy
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -244,6 +245,8 @@ class Settings:
     # "development" (make up, the tests) or anything else for a real deployment,
     # where development conveniences (the default admin password) are refused.
     environment: str
+    # Where traces go (runtime.tracing), "" for nowhere: OTEL_EXPORTER_OTLP_ENDPOINT.
+    otlp_endpoint: str
 
     @classmethod
     def load(cls: type[S], service: str, environ: Mapping[str, str] | None = None) -> S:
@@ -288,4 +291,5 @@ def common(service: str, env: Env) -> dict[str, Any]:
         "event_loop": env.choice("EVENT_LOOP", "uvloop", ("uvloop", "asyncio")),
         "nice": env.integer(f"{prefix}_NICE", DEFAULT_NICE.get(service, 0), minimum=0, maximum=19),
         "environment": env.text("ENVIRONMENT", "development"),
+        "otlp_endpoint": tracing.endpoint(env),
     }

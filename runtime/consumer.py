@@ -30,7 +30,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from runtime import metrics
+from runtime import metrics, tracing
 from runtime.broker import EXCHANGE, BackgroundWorker, channel
 from runtime.logs import request_id_var
 
@@ -56,6 +56,7 @@ class Delivery:
     body: bytes
     correlation_id: str
     attempt: int  # 1 on first delivery
+    trace_context: str = ""  # the W3C traceparent of the span that sent it, if any
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
@@ -189,6 +190,7 @@ class Consumer(BackgroundWorker):
                 body=body,
                 correlation_id=properties.correlation_id or "",
                 attempt=int(headers.get("x-delivery-count", 0)) + 1,
+                trace_context=_text(headers.get(tracing.TRACEPARENT)),
             )
             if not delivery.message_id:
                 poison[method.delivery_tag] = PoisonMessage(
@@ -235,6 +237,20 @@ class Consumer(BackgroundWorker):
         first = deliveries[0] if deliveries else None
         token = request_id_var.set(first.correlation_id or first.message_id if first else "")
         try:
-            return await self._handler(deliveries) if deliveries else {}
+            if not deliveries:
+                return {}
+            if not tracing.enabled():
+                return await self._handler(deliveries)
+            with tracing.consuming(
+                self._queue, [(d.routing_key, d.trace_context) for d in deliveries]
+            ):
+                return await self._handler(deliveries)
         finally:
             request_id_var.reset(token)
+
+
+def _text(header: object) -> str:
+    """A header's value as text: pika hands a long string over as bytes."""
+    if isinstance(header, bytes):
+        return header.decode(errors="replace")
+    return header if isinstance(header, str) else ""

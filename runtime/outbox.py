@@ -26,7 +26,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from runtime import metrics
+from runtime import metrics, tracing
 from runtime.broker import EXCHANGE, BackgroundWorker, channel
 from runtime.db import libpq_url
 from runtime.logs import request_id_var
@@ -43,7 +43,15 @@ BACKLOG_GAUGE_SECONDS = 5.0
 LINGER_SECONDS = 0.02
 
 
-def outbox_table(metadata: sa.MetaData) -> sa.Table:
+def trace_context_column() -> sa.Column[str]:
+    """The W3C traceparent of the transaction that wrote the row ("" untraced):
+    the relay sends it on, so the message's consumer joins that trace."""
+    return sa.Column("trace_context", sa.Text, nullable=False, server_default="")
+
+
+def outbox_table(metadata: sa.MetaData, trace_context: bool = True) -> sa.Table:
+    """The outbox as it is now; trace_context=False: as the first migrations
+    created it, before the migration that adds trace_context_column()."""
     return sa.Table(
         "outbox",
         metadata,
@@ -63,6 +71,7 @@ def outbox_table(metadata: sa.MetaData) -> sa.Table:
             server_default=sa.func.now(),
         ),
         sa.Column("sent_time", sa.DateTime(timezone=True)),
+        *([trace_context_column()] if trace_context else []),
         sa.Index(
             "outbox_unsent", "next_attempt_time", postgresql_where=sa.text("sent_time IS NULL")
         ),
@@ -85,7 +94,8 @@ DROP FUNCTION IF EXISTS outbox_notify();
 # For services that write their outbox rows with psycopg (runtime.pg): the
 # head of the INSERT, to be completed with a VALUES or SELECT of OutboxMessage.row().
 INSERT_OUTBOX_ROW = (
-    "INSERT INTO outbox (message_id, routing_key, message_type, payload, correlation_id)"
+    "INSERT INTO outbox (message_id, routing_key, message_type, payload, correlation_id,"
+    " trace_context)"
 )
 
 
@@ -103,6 +113,7 @@ class OutboxMessage:
             "message_type": self.message.DESCRIPTOR.full_name,
             "payload": self.message.SerializeToString(),
             "correlation_id": request_id_var.get(),
+            "trace_context": tracing.current_traceparent(),
         }
 
 
@@ -164,14 +175,22 @@ class OutboxRelay(BackgroundWorker):
         with conn.transaction():
             rows = conn.execute(
                 """SELECT message_id, routing_key, message_type, payload, correlation_id,
-                          create_time
+                          create_time, trace_context
                    FROM outbox
                    WHERE sent_time IS NULL AND next_attempt_time <= now()
                    ORDER BY create_time LIMIT %s FOR UPDATE SKIP LOCKED""",
                 (BATCH_SIZE,),
             ).fetchall()
             sent, unroutable = [], []
-            for message_id, routing_key, message_type, payload, correlation_id, created in rows:
+            for (
+                message_id,
+                routing_key,
+                message_type,
+                payload,
+                correlation_id,
+                created,
+                trace_context,
+            ) in rows:
                 properties = pika.BasicProperties(
                     content_type=CONTENT_TYPE,
                     delivery_mode=pika.DeliveryMode.Persistent,
@@ -179,6 +198,7 @@ class OutboxRelay(BackgroundWorker):
                     type=message_type,
                     correlation_id=correlation_id or None,
                     timestamp=int(created.timestamp()),
+                    headers=tracing.message_headers(trace_context),
                 )
                 try:
                     channel.basic_publish(

@@ -25,7 +25,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from runtime import metrics
+from runtime import metrics, tracing
 from runtime.config import Settings
 from runtime.identity import KeyLookup, TokenVerifier
 from runtime.interceptor import ServiceInterceptor, access_rules
@@ -83,7 +83,7 @@ class GrpcService:
             revocations.not_before,
         )
         server = grpc.aio.server(
-            interceptors=[ServiceInterceptor(rules, verifier)],
+            interceptors=[*tracing.server_interceptors(), ServiceInterceptor(rules, verifier)],
             options=[
                 ("grpc.so_reuseport", 1),
                 ("grpc.keepalive_permit_without_calls", 1),

@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 
+from runtime import tracing
 from runtime.config import CLIENT_CHANNEL_OPTIONS, REPO_ROOT, SERVICES
 
 TRUST_DOMAIN = "ticketing.local"
@@ -88,7 +89,10 @@ def aio_channel(
     options: ChannelOptions = CLIENT_CHANNEL_OPTIONS,
 ) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(
-        target, files.channel_credentials(), options=channel_options(service, options)
+        target,
+        files.channel_credentials(),
+        options=channel_options(service, options),
+        interceptors=tracing.client_interceptors() or None,
     )
 
 

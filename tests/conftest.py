@@ -30,6 +30,7 @@ from scripts.mesh import (
     ensure_backing_services,
     free_port,
 )
+from scripts.otlp_receiver import OtlpReceiver
 from tests.support import Edge, mint_token
 
 PG = "postgresql+psycopg://postgres@127.0.0.1:5432"
@@ -70,7 +71,18 @@ def mail_sink(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailSink]:
 
 
 @pytest.fixture(scope="session")
-def mesh(tmp_path_factory: pytest.TempPathFactory, mail_sink: MailSink) -> Iterator[Mesh]:
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """Where the mesh's services and Envoy send their traces, in-process: it
+    counts every span and keeps those of the traces a test watches."""
+    receiver = OtlpReceiver(free_port(), keep=False).start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def mesh(
+    tmp_path_factory: pytest.TempPathFactory, mail_sink: MailSink, otlp_receiver: OtlpReceiver
+) -> Iterator[Mesh]:
     ensure_backing_services()
     _fresh_databases()
     _fresh_vhost()
@@ -93,6 +105,9 @@ def mesh(tmp_path_factory: pytest.TempPathFactory, mail_sink: MailSink) -> Itera
         # A code may be sent again after 1 s, not 60, so the tests need not wait.
         "CODE_RESEND_INTERVAL_SECONDS": "1",
         "TLS_DIR": str(state / "tls"),
+        # Traced, as a deployment with a collector is: the tests exercise the
+        # tracing interceptors too (tracing costs the suite no measurable time).
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
     }
     for service in SERVICES:
         env[f"{service.upper()}_DATABASE_URL"] = f"{PG}/{NAMESPACE}_{service}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -11,7 +12,7 @@ import yaml
 from scripts.mesh import REPO, SERVICES
 
 
-def compose(*args: str) -> subprocess.CompletedProcess[str]:
+def compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose is needed (Debian: apt-get install docker-compose)"
     return subprocess.run(
@@ -19,6 +20,7 @@ def compose(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, **env} if env else None,
     )
 
 
@@ -52,3 +54,15 @@ def test_compose_gives_every_workload_its_mesh_certificates() -> None:
     for name in SERVICES:  # Envoy waits for the services, so for the certificates too
         depends = services[name]["depends_on"]["certs"]
         assert depends["condition"] == "service_completed_successfully", name
+
+
+def test_compose_traces_every_workload_to_one_collector_or_none() -> None:
+    """One OTEL_EXPORTER_OTLP_ENDPOINT for the services and Envoy: a trace with
+    some hops sent elsewhere, or missing, is what tracing is for finding."""
+    for endpoint in ("", "http://jaeger:4317"):
+        rendered = compose("config", env={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+        assert rendered.returncode == 0, rendered.stderr
+        services = yaml.safe_load(rendered.stdout)["services"]
+        for name in (*SERVICES, "envoy"):
+            environment = services[name]["environment"]
+            assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint, name

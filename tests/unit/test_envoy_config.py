@@ -186,3 +186,38 @@ def test_a_draining_or_dead_replica_leaves_the_rotation_within_the_drain() -> No
     assert drain >= 2 * interval, "Envoy must have asked (and heard NOT_SERVING) before it stops"
     assert cluster["outlier_detection"]["enforcing_consecutive_5xx"] == 0
     assert cluster["circuit_breakers"]["thresholds"][0]["max_retries"] >= 1000
+
+
+def _edge_manager(config: dict) -> dict:
+    return config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+
+
+def test_envoy_traces_only_when_a_collector_is_set(monkeypatch) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    untraced = render.config(Path("gen/descriptors.binpb"))
+    assert "tracing" not in _edge_manager(untraced)
+    assert "request_id_extension" not in _edge_manager(untraced)
+    assert render.OTEL_CLUSTER not in {c["name"] for c in untraced["static_resources"]["clusters"]}
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.local:4317")
+    traced = render.config(Path("gen/descriptors.binpb"))
+    manager = _edge_manager(traced)
+    provider = manager["tracing"]["provider"]
+    assert provider["name"] == "envoy.tracers.opentelemetry"
+    assert provider["typed_config"]["service_name"] == "edge"
+    assert provider["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == (
+        render.OTEL_CLUSTER
+    )
+    # The client's x-request-id is passed on untouched, as when tracing is off.
+    assert manager["request_id_extension"]["typed_config"]["pack_trace_reason"] is False
+    (collector,) = [
+        c for c in traced["static_resources"]["clusters"] if c["name"] == render.OTEL_CLUSTER
+    ]
+    endpoint = collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {
+        "address": "collector.local",
+        "port_value": 4317,
+    }
+    assert "transport_socket" not in collector  # http://: plaintext, as the services' exporter
