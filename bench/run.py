@@ -20,12 +20,16 @@ Sections, each with its baseline measured in the same run:
   refund  an event of 2,000 confirmed bookings cancelled: until all are refunded,
           and until every buyer's email is in the sink
   search  ListEvents with each filter over 100,000 more events
+  tracing the sale with tracing off, then on (every service and Envoy exporting to
+          an OTLP receiver the bench runs), each after restarting the mesh's
+          services and Envoy so, one process at a time; last, they are
+          restarted as `make up` started them
 
 Prints a table and writes bench/results/<time>.json; a full run also writes
 bench/latest.md (which the README quotes), each with the commit and the core
 count it was measured on.
 
-    python -m bench.run [--buyers 64] [--seats 5000] [--seconds 5] [--only sale,rpc]
+    python -m bench.run [--buyers 64] [--seats 5000] [--seconds 5] [--only sale,tracing]
 
 It measures whatever mesh EDGE_PORT, the *_GRPC_ADDR and *_DATABASE_URL
 variables and MESH_STATE (its pid files and mail) point at; `make up`'s by default.
@@ -950,6 +954,47 @@ SEARCH_WORDS = ("jazz", "opera", "rock", "folk", "ballet", "comedy", "techno", "
 SEARCH_VENUES = ("Main Hall", "Riverside", "Old Mill", "Arena", "Blue Room")
 
 
+TRACING_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+
+
+def restart_mesh(env: dict[str, str] | None) -> None:
+    """Every service process (replicas too) and Envoy restarted one at a time, with
+    `env` over the environment `make up` gave them, or as it gave it (None)."""
+    from scripts.mesh import Mesh
+
+    mesh = Mesh(STATE)
+    names = [n for n in mesh_pids() if n != "envoy"]
+    for name in [*names, "envoy"]:
+        mesh.restart(name, env=env)
+
+
+async def tracing_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
+    from scripts.mesh import free_port
+    from scripts.otlp_receiver import OtlpReceiver
+
+    # Counting spans only: its memory and CPU stay small beside the sale's.
+    receiver = OtlpReceiver(free_port(), keep=False).start()
+    try:
+        await asyncio.to_thread(restart_mesh, {TRACING_ENV: ""})
+        off = await sale_section(args, admin)
+        await asyncio.to_thread(vacuum_databases)  # the second sale on no more dead rows
+        await asyncio.to_thread(restart_mesh, {TRACING_ENV: receiver.endpoint})
+        on = await sale_section(args, admin)
+        # The last spans leave the services on their exporters' next tick.
+        await asyncio.sleep(2)
+        spans = receiver.count
+    finally:
+        await asyncio.to_thread(restart_mesh, None)
+        receiver.stop()
+    return {
+        "off": off,
+        "on": on,
+        "spans_received": spans,
+        "spans_per_confirmed": round(spans / max(on["confirmed_bookings"], 1), 1),
+        "on_vs_off": round(on["confirmed_per_second"] / max(off["confirmed_per_second"], 0.1), 2),
+    }
+
+
 async def search_section(count: int) -> dict[str, Any]:
     """ListEvents through Envoy over `count` extra events (made in the event
     database directly, which is all a search reads): the first page unfiltered
@@ -1209,6 +1254,22 @@ def table(results: dict[str, Any]) -> str:
             "every buyer's EVENT_CANCELLED email in the sink",
             f"{refund['emails_seconds']} s ({refund['emails']} emails)",
         )
+    if "tracing" in results:
+        traced = results["tracing"]
+        for mode in ("off", "on"):
+            sale = traced[mode]
+            row(
+                "tracing",
+                f"sale, {sale['buyers']} buyers, tracing {mode}"
+                + (" (baseline)" if mode == "off" else ""),
+                f"{sale['confirmed_per_second']} confirmed/s, p99 {sale['p99_ms']} ms, "
+                f"{sale['cpu_ms_per_confirmed']} ms CPU each",
+            )
+        row(
+            "tracing",
+            "on / off confirmed/s (target ≥ 0.9)",
+            f"{traced['on_vs_off']} ({traced['spans_per_confirmed']} spans per confirmed)",
+        )
     if "search" in results:
         search = results["search"]
         for name, found in search.items():
@@ -1259,6 +1320,7 @@ SECTIONS = (
     "chaos",
     "refund",
     "search",
+    "tracing",
 )
 
 
@@ -1286,6 +1348,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "chaos": lambda: chaos_section(args, admin),
         "refund": lambda: refund_section(admin, args.refund_bookings),
         "search": lambda: search_section(args.search_events),
+        "tracing": lambda: tracing_section(args, admin),
     }
     for name in SECTIONS:
         if name in sections:

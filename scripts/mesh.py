@@ -195,10 +195,17 @@ class Mesh:
         (self.state / "run" / f"{name}.pid").write_text(str(process.pid))
         return process
 
-    def start_again(self, name: str, timeout: float = 30) -> None:
-        """Starts a stopped process as it was last started (argv and environment),
-        and waits until it serves."""
+    def start_again(
+        self, name: str, timeout: float = 30, env: Mapping[str, str] | None = None
+    ) -> None:
+        """Starts a stopped process as it was last started (argv and environment,
+        with `env` over it this once: the record keeps the original), and waits
+        until it serves."""
         spec = json.loads((self.state / "run" / f"{name}.json").read_text())
+        spec["env"] = {**spec["env"], **(env or {})}
+        if name.startswith("envoy"):
+            self._launch_envoy(name, spec, timeout)
+            return
         self._launch(name, spec["argv"], spec["env"])
         service = name.split("-")[0]
         if service not in SERVICES:
@@ -220,10 +227,33 @@ class Mesh:
         if self._exited(name):
             raise RuntimeError(f"{name} exited; see {self.logs / (name + '.log')}")
 
-    def restart(self, name: str, sig: int = signal.SIGTERM) -> None:
-        """Stops one process (draining it, with SIGTERM) and starts it again as it was."""
+    def _launch_envoy(self, name: str, spec: dict, timeout: float) -> None:
+        """Envoy again, with its config rendered anew when its environment was
+        changed (else from the file it was started with), once its clusters are healthy."""
+        argv, env = spec["argv"], spec["env"]
+        original = json.loads((self.state / "run" / f"{name}.json").read_text())["env"]
+        if env != original:
+            config = self.state / f"{name}-changed.json"
+            with open(config, "w") as out:
+                subprocess.run(
+                    [PYTHON, str(REPO / "envoy" / "render.py")],
+                    env=env,
+                    cwd=REPO,
+                    stdout=out,
+                    check=True,
+                )
+            rendered = str(self.state / f"{name}.json")  # as start_envoy wrote it
+            argv = [str(config) if arg == rendered else arg for arg in argv]
+        self._launch(name, argv, env)
+        self._wait_for_envoy(name, env, timeout)
+
+    def restart(
+        self, name: str, sig: int = signal.SIGTERM, env: Mapping[str, str] | None = None
+    ) -> None:
+        """Stops one process (draining it, with SIGTERM) and starts it again as it
+        was, or with `env` over its environment this once."""
         self.stop(name, sig)
-        self.start_again(name)
+        self.start_again(name, env=env)
 
     def implemented(self) -> list[str]:
         return [s for s in SERVICES if (REPO / s / "__main__.py").exists()]
@@ -319,6 +349,9 @@ class Mesh:
             "--disable-hot-restart",
             env=env,
         )
+        self._wait_for_envoy(name, env, timeout)
+
+    def _wait_for_envoy(self, name: str, env: Mapping[str, str], timeout: float) -> None:
         admin = int(env.get("EDGE_ADMIN_PORT", "9901"))
         edge = int(env.get("EDGE_PORT", "8080"))
         wait_for(
