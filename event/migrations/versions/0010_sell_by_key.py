@@ -1,6 +1,6 @@
 """sell_seats() finds each seat by its whole key
 
-Revision ID: 0009
+Revision ID: 0010
 
 0007's sale found its seats with `(tier, row, number) IN (unnest ...)`. For an
 event created since the table was last analyzed the planner expects one row
@@ -16,8 +16,8 @@ from importlib import import_module
 
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 
 # As 0007's: the event's row first, shared; the seats locked in seat-map
 # order (DISTINCT also makes a seat named twice fail the count, as before).
