@@ -98,6 +98,12 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         )
         return auth_pb2.ChangePasswordResponse()
 
+    async def DeleteMe(
+        self, request: auth_pb2.DeleteMeRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.DeleteMeResponse:
+        await self._auth.delete_account(caller().user_id, request.current_password)
+        return auth_pb2.DeleteMeResponse()
+
     async def GetMe(
         self, request: auth_pb2.GetMeRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.User:

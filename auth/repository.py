@@ -267,6 +267,23 @@ class Accounts:
         ).first()
         return (_user(row), row.password_hash) if row else None
 
+    async def delete_user(self, user_id: uuid.UUID) -> bool:
+        """Erases the account: its row, codes and refresh tokens, and every
+        outbox row about it (sent copies kept for inspection, and unsent
+        welcome and code emails, which have no one to go to any more). False if
+        there was no such account."""
+        await self._conn.execute(refresh_tokens.delete().where(refresh_tokens.c.user_id == user_id))
+        deleted = await self._conn.execute(
+            users.delete().where(users.c.user_id == user_id).returning(users.c.user_id)
+        )
+        # Each message about a user carries the user id's text (and with it the
+        # email and name); a random UUID's text is in no one else's.
+        await self._conn.execute(
+            sa.text("DELETE FROM outbox WHERE position(CAST(:needle AS bytea) IN payload) > 0"),
+            {"needle": str(user_id).encode()},
+        )
+        return deleted.first() is not None
+
     async def revoke_family(self, family_id: uuid.UUID) -> None:
         await self._conn.execute(
             refresh_tokens.update()

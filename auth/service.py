@@ -246,6 +246,33 @@ class AuthUseCases:
         problem = domain.password_problem(new_password)
         if problem:
             raise bad_field("new_password", problem)
+        user = await self._confirm_password(user_id, current)
+        await self._set_password(user, new_password)
+        log.info("user %s changed their password", user.user_id)
+
+    async def delete_account(self, user_id: str, current: str) -> None:
+        """Erases the account here and announces `user.deleted` for every other
+        service to erase its copies; every session ends."""
+        user = await self._confirm_password(user_id, current)
+        # As in _set_password: access tokens first (if Redis is away nothing is
+        # deleted and the caller retries), and again once the account is gone.
+        await self._revocations.revoke(str(user.user_id))
+        async with self._engine.begin() as conn:
+            if not await Accounts(conn).delete_user(user.user_id):
+                raise not_found("user", user_id)  # a racing deletion won
+            await enqueue(
+                conn,
+                outbox,
+                "user.deleted",
+                messages_pb2.UserDeleted(
+                    user_id=str(user.user_id), delete_time=timestamps.to_proto(datetime.now(UTC))
+                ),
+            )
+        await self._revocations.revoke(str(user.user_id))
+        log.info("user %s deleted their account", user.user_id)
+
+    async def _confirm_password(self, user_id: str, current: str) -> User:
+        """The signed-in user, if `current` is their password; WRONG_PASSWORD if not."""
         async with self._engine.connect() as conn:
             found = await Accounts(conn).password_hash(parse_uuid(user_id, "user_id"))
         if found is None:
@@ -257,8 +284,7 @@ class AuthUseCases:
             await self._throttle.failed(user.email)
             raise PermissionDenied("WRONG_PASSWORD", "the current password is wrong")
         await self._throttle.succeeded(user.email)
-        await self._set_password(user, new_password)
-        log.info("user %s changed their password", user.user_id)
+        return user
 
     async def _set_password(self, user: User, password: str, verified: bool = False) -> None:
         """The new password, and the end of every session of the user."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 
 from booking.api import BookingServicer
+from booking.erasure import AccountErasure
 from booking.grpc_gateways import Downstream
 from booking.refunds import EventRefunds
-from booking.repository import PgCheckIns, PgEventRefunds, PgLedger
+from booking.repository import PgAccountErasure, PgCheckIns, PgEventRefunds, PgLedger
 from booking.service import BookingUseCases
 from booking.settings import BookingSettings
 from booking.tickets import TicketUseCases
@@ -73,6 +74,10 @@ async def build(settings: BookingSettings) -> GrpcService:
         Consumer(settings.amqp_url, refunds.QUEUE, refunds.ROUTING_KEYS, refunds.record),
         refunds.running(REFUND_PASS_SECONDS),
     ]
+    erasure = AccountErasure(PgAccountErasure(database))
+    service.workers.append(
+        Consumer(settings.amqp_url, erasure.QUEUE, erasure.ROUTING_KEYS, erasure.record)
+    )
     return service
 
 

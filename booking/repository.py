@@ -428,3 +428,34 @@ class PgCheckIns:
             (event_id,),
         )
         return {r.tier: r.n for r in rows}
+
+
+# One statement (runtime.pg): the bookings' emails, the sent messages' copies,
+# and how many unsent messages still name the user.
+_ERASE_USER = """
+WITH erased AS (
+    UPDATE bookings SET user_email = '' WHERE user_id = %(user_id)s AND user_email <> ''
+    RETURNING 1
+), purged AS (
+    DELETE FROM outbox WHERE sent_time IS NOT NULL AND position(%(needle)s IN payload) > 0
+)
+SELECT (SELECT count(*) FROM erased) AS bookings,
+       (SELECT count(*) FROM outbox
+        WHERE sent_time IS NULL AND position(%(needle)s IN payload) > 0) AS unsent
+"""
+
+
+class PgAccountErasure:
+    """A deleted account's email erased from the bookings (booking.erasure)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def erase_user(self, user_id: uuid.UUID) -> tuple[int, int]:
+        """(bookings erased, outbox messages about the user not yet sent)."""
+        # A message names the user by the id's text; a random UUID's text is in
+        # no other user's.
+        row = await self._db.fetchone(
+            _ERASE_USER, {"user_id": user_id, "needle": str(user_id).encode()}
+        )
+        return row.bookings, row.unsent

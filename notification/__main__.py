@@ -20,6 +20,7 @@ ROUTING_KEYS = (
     "booking.confirmed",
     "booking.failed",
     "booking.cancelled",
+    "user.deleted",
 )
 
 

@@ -94,13 +94,26 @@ def parse(message_type: str, body: bytes) -> tuple[Message, Kind]:
     if isinstance(message, booking_messages.BookingCancelled) and message.event_cancelled:
         kind = Kind.EVENT_CANCELLED
     recipient, user_id = addressee(message)
-    if "@" not in recipient:
+    # No address at all is a deleted account's booking (its email erased), of
+    # which a record is kept, unsent.
+    if recipient and "@" not in recipient:
         raise PoisonMessage(f"{message_type} names no recipient")
     try:
         uuid.UUID(user_id)
     except ValueError as exc:
         raise PoisonMessage(f"{message_type} names no user") from exc
     return message, kind
+
+
+USER_DELETED = auth_messages.UserDeleted.DESCRIPTOR.full_name
+
+
+def deleted_user(body: bytes) -> uuid.UUID:
+    """The id of the account a UserDeleted message says is gone."""
+    try:
+        return uuid.UUID(auth_messages.UserDeleted.FromString(body).user_id)
+    except (DecodeError, ValueError) as exc:
+        raise PoisonMessage(f"{USER_DELETED} names no user: {exc}") from exc
 
 
 def addressee(message: Message) -> tuple[str, str]:

@@ -47,6 +47,20 @@ notifications = sa.Table(
     sa.Index("notifications_due", "next_attempt_time", postgresql_where=sa.text("state = 1")),
 )
 
+# Accounts deleted (user.deleted): their notifications keep no address or
+# message, and one recorded later, from a message that was on its way, is
+# recorded without them and never sent.
+erased_users = sa.Table(
+    "erased_users",
+    metadata,
+    sa.Column("user_id", pg.UUID(as_uuid=True), primary_key=True),
+    sa.Column(
+        "erase_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+)
+
+ACCOUNT_DELETED = "the account was deleted"
+
 
 def _notification(row: sa.Row) -> Notification:
     return Notification(
@@ -76,18 +90,31 @@ class EmailQueue:
 
     async def record(self, notification: Notification) -> bool:
         """False if the message was recorded before (a redelivery)."""
+        # A deleted account's (known here, or erased at the source: no address),
+        # found in the same statement, so no round trip is added.
+        erased = sa.or_(
+            sa.literal(not notification.recipient),
+            sa.select(erased_users.c.user_id)
+            .where(erased_users.c.user_id == notification.user_id)
+            .exists(),
+        )
+
+        def unless_erased(value: object, erased_value: object) -> sa.Case:
+            return sa.case((erased, erased_value), else_=value)
+
         inserted = await self._conn.execute(
             pg.insert(notifications)
             .values(
                 notification_id=notification.notification_id,
                 message_id=notification.message_id,
                 message_type=notification.message_type,
-                payload=notification.payload,
+                payload=unless_erased(sa.literal(notification.payload, sa.LargeBinary), b""),
                 user_id=notification.user_id,
                 kind=notification.kind.value,
-                recipient=notification.recipient,
+                recipient=unless_erased(sa.literal(notification.recipient, sa.Text), ""),
                 subject=notification.subject,
-                state=State.PENDING.value,
+                state=unless_erased(State.PENDING.value, State.FAILED.value),
+                last_error=unless_erased("", ACCOUNT_DELETED),
                 booking_id=notification.booking_id or None,
                 event_id=notification.event_id or None,
             )
@@ -95,6 +122,39 @@ class EmailQueue:
             .returning(notifications.c.notification_id)
         )
         return inserted.first() is not None
+
+    async def erase_user(self, user_id: uuid.UUID) -> int:
+        """Records the account as deleted and erases the address and message
+        (the email, name and any code) of its notifications, which stay, unsent
+        if they were not yet; how many it erased. Again is a no-op.
+
+        The SHARE lock waits for the recordings under way, which may not have
+        seen the account's erasure yet, so that this sees their rows; later
+        ones wait for this to commit, then see it."""
+        await self._conn.execute(
+            pg.insert(erased_users).values(user_id=user_id).on_conflict_do_nothing()
+        )
+        await self._conn.execute(sa.text("LOCK TABLE notifications IN SHARE MODE"))
+        erased = await self._conn.execute(
+            notifications.update()
+            .where(
+                notifications.c.user_id == user_id,
+                sa.or_(notifications.c.recipient != "", notifications.c.payload != b""),
+            )
+            .values(
+                recipient="",
+                payload=b"",
+                state=sa.case(
+                    (notifications.c.state == State.PENDING.value, State.FAILED.value),
+                    else_=notifications.c.state,
+                ),
+                last_error=sa.case(
+                    (notifications.c.state == State.PENDING.value, ACCOUNT_DELETED),
+                    else_=notifications.c.last_error,
+                ),
+            )
+        )
+        return erased.rowcount
 
     async def claim_due(self, limit: int, lease_seconds: int) -> list[Notification]:
         """Due PENDING notifications, leased to this sender so no other sends them too."""
@@ -140,7 +200,11 @@ class EmailQueue:
         gave_up = attempts >= MAX_SEND_ATTEMPTS
         await self._conn.execute(
             notifications.update()
-            .where(notifications.c.notification_id == notification.notification_id)
+            .where(
+                notifications.c.notification_id == notification.notification_id,
+                # Erased while it was being sent: it stays unsent, with nothing to send.
+                notifications.c.recipient != "",
+            )
             .values(
                 attempts=attempts,
                 last_error=error[:500],

@@ -47,6 +47,9 @@ class NotificationUseCases:
 
     async def record(self, delivery: Delivery) -> None:
         """Handles one broker message (raises PoisonMessage for one it never can)."""
+        if delivery.message_type == domain.USER_DELETED:
+            await self._erase(domain.deleted_user(delivery.body))
+            return
         message, kind = domain.parse(delivery.message_type, delivery.body)
         recipient, user_id = domain.addressee(message)
         booking_id, event_id = domain.about(message)
@@ -72,6 +75,11 @@ class NotificationUseCases:
         else:
             log.info("message %s seen before; nothing to do", delivery.message_id)
         failpoints.crash_if_armed("notification_after_record")
+
+    async def _erase(self, user_id: uuid.UUID) -> None:
+        async with self._engine.begin() as conn:
+            erased = await EmailQueue(conn).erase_user(user_id)
+        log.info("user %s deleted: erased %d notifications", user_id, erased)
 
     async def deliver_due(self) -> int:
         """Sends one batch of due emails; how many were attempted."""

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # An account recovered over HTTP/JSON through Envoy: register, verify the email
 # with the code it was sent, forget the password, set a new one with the code
-# emailed for it, and see the old session end. The development mail sink keeps
+# emailed for it, and see the old session end; then delete the account. The development mail sink keeps
 # every email as a file in MAIL_DIR, where the codes are read from. Needs curl
 # and jq.   EDGE=http://localhost:8080 MAIL_DIR=var/mail clients/curl/account-recovery.sh
 set -euo pipefail
@@ -36,5 +36,15 @@ curl -sf -X POST "$EDGE/v1/auth/password:set" -d '{"email":"'"$EMAIL"'",
 # Every session from before has ended, and the new password signs in.
 curl -s -X POST "$EDGE/v1/auth/refresh" -d '{"refresh_token":"'"$SESSION"'"}' \
   | jq -c "{code, reason: (.details[] | select(.reason) | .reason)}"
-curl -sf -X POST "$EDGE/v1/auth/login" \
-  -d '{"email":"'"$EMAIL"'","password":"battery-staple"}' | jq -c '{token_type}'
+LOGIN=$(curl -sf -X POST "$EDGE/v1/auth/login" \
+  -d '{"email":"'"$EMAIL"'","password":"battery-staple"}')
+jq -c '{token_type}' <<<"$LOGIN"
+
+# Leaving for good: deleting the account asks for the password again. Every
+# session ends, and the email and name are erased from every service (the
+# bookings stay, for accounting, under an id no account has); the old
+# password signs in no more, and the address may register again.
+curl -sf -X DELETE "$EDGE/v1/users/me" -H "Authorization: Bearer $(jq -r .access_token <<<"$LOGIN")" \
+  -d '{"current_password":"battery-staple"}' | jq -c .
+curl -s -X POST "$EDGE/v1/auth/login" -d '{"email":"'"$EMAIL"'","password":"battery-staple"}' \
+  | jq -c "{code, reason: (.details[] | select(.reason) | .reason)}"

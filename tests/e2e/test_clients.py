@@ -100,6 +100,8 @@ def test_curl_account_recovery(mesh: Mesh, mail_sink: MailSink) -> None:
         "{}",
         '{"code":16,"reason":"INVALID_REFRESH_TOKEN"}',
         '{"token_type":"Bearer"}',
+        "{}",
+        '{"code":16,"reason":"INVALID_CREDENTIALS"}',
     ]
 
 
