@@ -305,6 +305,7 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
             sale_start_time=_time_field(event, "sale_start_time"),
             sale_end_time=_time_field(event, "sale_end_time"),
             tiers=tuple(_plans(event)) if "tiers" in mask else (),
+            max_tickets_per_user=event.max_tickets_per_user,
         )
         view = await self._events.update_event(caller(), event.event_id, changes, mask, event.etag)
         return event_to_proto(view)

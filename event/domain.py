@@ -185,6 +185,7 @@ class EventChanges:
     sale_start_time: datetime | None = None
     sale_end_time: datetime | None = None
     tiers: tuple[TierPlan, ...] = ()
+    max_tickets_per_user: int = 0
 
 
 def check_new_event(

@@ -251,6 +251,7 @@ class Catalog:
                 state=after.state.value,
                 sale_start_time=after.sale_start_time,
                 sale_end_time=after.sale_end_time,
+                max_tickets_per_user=after.max_tickets_per_user,
                 version=after.version,
                 update_time=after.update_time,
             )

@@ -64,6 +64,11 @@ CONFIRM_GRACE_MS = 30_000
 MAX_TICKET_LIMIT = field_rules(event_pb2.Event, "max_tickets_per_user").lte
 
 
+def _check_ticket_limit(limit: int) -> None:
+    if not 0 <= limit <= MAX_TICKET_LIMIT:
+        raise bad_field("event.max_tickets_per_user", f"must be between 0 and {MAX_TICKET_LIMIT}")
+
+
 class SeatStatus:
     AVAILABLE, HELD, SOLD = "AVAILABLE", "HELD", "SOLD"
 
@@ -184,10 +189,7 @@ class EventUseCases:
         )
         if state is EventState.CANCELLED:
             raise bad_field("event.state", "a new event is a draft or published")
-        if not 0 <= max_tickets_per_user <= MAX_TICKET_LIMIT:
-            raise bad_field(
-                "event.max_tickets_per_user", f"must be between 0 and {MAX_TICKET_LIMIT}"
-            )
+        _check_ticket_limit(max_tickets_per_user)
         assert starts_at is not None
         info = EventInfo(
             uuid.uuid4(),
@@ -528,6 +530,8 @@ class EventUseCases:
         self, who: Caller, event_id: str, changes: EventChanges, mask: Sequence[str], etag: str
     ) -> EventView:
         paths = domain.check_update_mask(mask)
+        if "max_tickets_per_user" in paths:
+            _check_ticket_limit(changes.max_tickets_per_user)
         now = datetime.now(UTC)
 
         async def update(conn: AsyncConnection) -> EventInfo:

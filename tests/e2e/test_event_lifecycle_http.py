@@ -363,3 +363,57 @@ def test_bad_searches_are_400(edge: Edge) -> None:
         assert set(reply.violations) == {field}, query
     assert_error(edge.get("/v1/events?state=EVENT_STATE_GONE"), 400)
     assert_error(edge.get("/v1/events?starts_after=yesterday"), 400)
+
+
+def test_the_ticket_limit_is_edited_for_later_holds_and_bookings(
+    edge: Edge, organizer: str, keys_dir: Path
+) -> None:
+    event = create(edge, organizer, max_tickets_per_user=4)
+    event_id = event["event_id"]
+    buyer, other = mint_token(keys_dir), mint_token(keys_dir)
+
+    def hold(token: str, *seats: str) -> Reply:
+        return edge.post(f"/v1/events/{event_id}/holds", {"seat_ids": list(seats)}, token=token)
+
+    def refused(reply: Reply) -> bool:
+        return (reply.status, reply.reason) == (400, "TICKET_LIMIT_EXCEEDED")
+
+    held = hold(buyer, "standard-1-1", "standard-1-2", "standard-1-3")
+    assert held.status == 200, held.body
+
+    lowered = patch(
+        edge,
+        organizer,
+        event_id,
+        "max_tickets_per_user",
+        {"max_tickets_per_user": 2, "etag": event["etag"]},
+    )
+    assert lowered.status == 200, lowered.body
+    assert lowered.body["max_tickets_per_user"] == 2
+    assert edge.get(f"/v1/events/{event_id}").body["max_tickets_per_user"] == 2
+    # What the buyer holds stays theirs; nothing more, held or booked.
+    assert edge.get(f"/v1/holds/{held.body['hold_id']}", token=buyer).status == 200
+    assert refused(hold(buyer, "standard-2-1"))
+    assert refused(book(edge, buyer, event_id, ["standard-2-1"]))
+    assert hold(other, "standard-3-1", "standard-3-2").status == 200
+    assert refused(hold(other, "standard-3-3"))
+
+    raised = patch(edge, organizer, event_id, "max_tickets_per_user", {"max_tickets_per_user": 6})
+    assert raised.status == 200 and raised.body["max_tickets_per_user"] == 6, raised.body
+    assert book(edge, buyer, event_id, ["standard-2-1", "standard-2-2"]).status == 200
+    assert hold(buyer, "standard-2-3").status == 200
+    assert refused(hold(buyer, "standard-2-4"))  # 3 held, 2 bought, 1 held: 6
+
+    # Named but not given: no limit any more.
+    cleared = patch(edge, organizer, event_id, "max_tickets_per_user", {})
+    assert cleared.status == 200, cleared.body
+    assert cleared.body.get("max_tickets_per_user", 0) == 0
+    assert hold(buyer, "standard-2-4", "standard-2-5").status == 200
+
+    for bad in (-1, 100_001):
+        wrong = patch(
+            edge, organizer, event_id, "max_tickets_per_user", {"max_tickets_per_user": bad}
+        )
+        assert_error(wrong, 400)
+        assert set(wrong.violations) == {"event.max_tickets_per_user"}, wrong.body
+    assert edge.get(f"/v1/events/{event_id}").body.get("max_tickets_per_user", 0) == 0

@@ -228,6 +228,7 @@ def test_an_update_mask_names_updatable_fields_only() -> None:
         "sale_start_time",
         "sale_end_time",
         "tiers",
+        "max_tickets_per_user",
     )
 
 
