@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from booking.domain import Announcement, Booking, Cancelled, Confirmed, Failed
+from booking.domain import Announcement, Booking, Cancelled, CheckIn, Confirmed, Failed
 from runtime import timestamps
 from runtime.outbox import OutboxMessage
 from ticketing.booking.v1 import booking_pb2, messages_pb2
@@ -67,6 +67,21 @@ def cancelled(booking: Booking, refunded_minor: int) -> messages_pb2.BookingCanc
         refunded_amount=money(refunded_minor, booking.currency),
         event_cancelled=booking.event_cancel_reason is not None,
         event_cancellation_reason=booking.event_cancel_reason or "",
+    )
+
+
+def checked_in(check_in: CheckIn) -> messages_pb2.TicketCheckedIn:
+    seat = check_in.seat
+    return messages_pb2.TicketCheckedIn(
+        booking_id=str(check_in.booking.booking_id),
+        event_id=str(check_in.booking.event.event_id),
+        seat=booking_pb2.BookedSeat(
+            seat_id=seat.seat_id,
+            tier=seat.tier,
+            price=money(seat.price_minor, check_in.booking.currency),
+        ),
+        check_in_time=timestamps.to_proto(check_in.time),
+        checked_in_by=str(check_in.by),
     )
 
 

@@ -110,6 +110,16 @@ class Cancelled:
 Announcement = Confirmed | Failed | Cancelled
 
 
+@dataclass(frozen=True)
+class CheckIn:
+    """A ticket admitted at the door (announced to the event's sales report)."""
+
+    booking: Booking
+    seat: BookedSeat
+    by: uuid.UUID
+    time: datetime
+
+
 def booking_id_for(user_id: str, request_id: str) -> uuid.UUID:
     if not request_id:
         return uuid.uuid4()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from booking.domain import Announcement, Booking, EventSnapshot, State
+from booking.domain import Announcement, Booking, CheckIn, EventSnapshot, State
 
 
 @dataclass(frozen=True)
@@ -189,11 +189,10 @@ class Ledger(Protocol):
 class CheckIns(Protocol):
     """The tickets admitted at the door; each at most once."""
 
-    async def record(
-        self, booking_id: uuid.UUID, seat_id: str, event_id: uuid.UUID, by: uuid.UUID
-    ) -> tuple[datetime, bool]:
+    async def record(self, check_in: CheckIn) -> tuple[datetime, bool]:
         """The ticket's check-in time, and whether this call made it (False: it
-        was checked in before, at that time)."""
+        was checked in before, at that time). Only the call that makes it
+        announces it, in the same transaction."""
 
 
 class Organizers(Protocol):

@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy.dialects import postgresql as pg
 
 from booking import convert
-from booking.domain import Announcement, BookedSeat, Booking, EventSnapshot, State
+from booking.domain import Announcement, BookedSeat, Booking, CheckIn, EventSnapshot, State
 from runtime.outbox import INSERT_OUTBOX_ROW, OutboxMessage, outbox_table
 from runtime.pg import Database
 from ticketing.booking.v1 import messages_pb2
@@ -397,19 +397,39 @@ class PgEventRefunds:
         return bool(row and row.reported)
 
 
+# The first scan's row and its message commit together, and a second scan
+# (the conflict) writes neither: the sales report counts each ticket once.
+_RECORD_CHECK_IN = f"""
+WITH admitted AS (
+    INSERT INTO check_ins (booking_id, seat_id, event_id, checked_in_by, check_in_time)
+    VALUES (%(booking_id)s, %(seat_id)s, %(event_id)s, %(by)s, %(at)s)
+    ON CONFLICT DO NOTHING RETURNING check_in_time
+), announced AS (
+    {INSERT_OUTBOX_ROW} SELECT %(message_id)s, %(routing_key)s, %(message_type)s, %(payload)s,
+                               %(correlation_id)s FROM admitted
+)
+SELECT check_in_time FROM admitted
+"""
+
+
 class PgCheckIns:
     """Check-ins at the door (booking.gateways.CheckIns)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def record(
-        self, booking_id: uuid.UUID, seat_id: str, event_id: uuid.UUID, by: uuid.UUID
-    ) -> tuple[datetime, bool]:
+    async def record(self, check_in: CheckIn) -> tuple[datetime, bool]:
+        booking_id, seat_id = check_in.booking.booking_id, check_in.seat.seat_id
         inserted = await self._db.fetchone(
-            "INSERT INTO check_ins (booking_id, seat_id, event_id, checked_in_by, check_in_time) "
-            "VALUES (%s, %s, %s, %s, now()) ON CONFLICT DO NOTHING RETURNING check_in_time",
-            (booking_id, seat_id, event_id, by),
+            _RECORD_CHECK_IN,
+            {
+                "booking_id": booking_id,
+                "seat_id": seat_id,
+                "event_id": check_in.booking.event.event_id,
+                "by": check_in.by,
+                "at": check_in.time,
+                **OutboxMessage("booking.checked_in", convert.checked_in(check_in)).row(),
+            },
         )
         if inserted is not None:
             return inserted.check_in_time, True

@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from booking import convert
-from booking.domain import Booking, State
+from booking.domain import Booking, CheckIn, State
 from booking.gateways import CheckIns, Ledger, Organizers
 from runtime.errors import (
     AlreadyExists,
@@ -118,8 +118,9 @@ class TicketUseCases:
                 f"the ticket's booking is {booking.state.name}",
                 {"booking_id": str(booking.booking_id), "seat_id": claims.seat_id},
             )
+        [seat] = [s for s in booking.seats if s.seat_id == claims.seat_id]
         at, first = await self._check_ins.record(
-            booking.booking_id, claims.seat_id, event, uuid.UUID(who.user_id)
+            CheckIn(booking, seat, uuid.UUID(who.user_id), datetime.now(UTC))
         )
         if not first:
             raise AlreadyExists(

@@ -20,8 +20,7 @@ from event.domain import (
     Tier,
     TierPlan,
 )
-from event.repository import TierSales
-from event.sales import SalesReports
+from event.sales import SalesReport, SalesReports
 from event.service import EventUseCases, EventView, HoldResult, SeatStatus
 from runtime import timestamps
 from runtime.errors import bad_field
@@ -102,6 +101,7 @@ def event_to_proto(view: EventView) -> event_pb2.Event:
                 available=t.available,
                 held=t.held,
                 sold=t.sold,
+                checked_in=t.checked_in,
             )
             for t in view.tiers
         ],
@@ -182,26 +182,41 @@ def lock_response(held: HoldResult) -> event_pb2.LockSeatResponse:
     )
 
 
-def sales_to_proto(info: EventInfo, tiers: list[TierSales]) -> event_pb2.SalesReport:
+def sales_to_proto(report: SalesReport) -> event_pb2.SalesReport:
+    info, tiers = report.info, report.tiers
+
     def total(field: str) -> money_pb2.Money:
         return money_pb2.Money(
             currency_code=info.currency, amount_minor=sum(getattr(t, field) for t in tiers)
         )
 
+    def line(tier: Tier, held: int) -> event_pb2.TierSales:
+        sales = recorded.get(tier)
+        if sales is None:  # nothing sold or scanned yet: a line of zeros
+            zero = money_pb2.Money(currency_code=info.currency, amount_minor=0)
+            return event_pb2.TierSales(
+                tier=tier.value, gross=zero, refunded=zero, tickets_held=held
+            )
+        return event_pb2.TierSales(
+            tier=tier.value,
+            tickets_sold=sales.tickets_sold,
+            tickets_refunded=sales.tickets_refunded,
+            gross=money_pb2.Money(currency_code=sales.currency, amount_minor=sales.gross_minor),
+            refunded=money_pb2.Money(
+                currency_code=sales.currency, amount_minor=sales.refunded_minor
+            ),
+            tickets_held=held,
+            tickets_checked_in=sales.checked_in,
+        )
+
+    recorded = {t.tier: t for t in tiers}
     gross, refunded = total("gross_minor"), total("refunded_minor")
     return event_pb2.SalesReport(
         event_id=str(info.event_id),
-        tiers=[
-            event_pb2.TierSales(
-                tier=t.tier.value,
-                tickets_sold=t.tickets_sold,
-                tickets_refunded=t.tickets_refunded,
-                gross=money_pb2.Money(currency_code=t.currency, amount_minor=t.gross_minor),
-                refunded=money_pb2.Money(currency_code=t.currency, amount_minor=t.refunded_minor),
-            )
-            for t in tiers
-        ],
+        tiers=[line(tier, held) for tier, held in sorted(report.held.items())],
         tickets_sold=sum(t.tickets_sold for t in tiers),
+        tickets_held=sum(report.held.values()),
+        tickets_checked_in=sum(t.checked_in for t in tiers),
         gross=gross,
         refunded=refunded,
         net=money_pb2.Money(
@@ -271,8 +286,7 @@ class EventServicer(event_pb2_grpc.EventServiceServicer):
     async def GetSalesReport(
         self, request: event_pb2.GetSalesReportRequest, context: grpc.aio.ServicerContext
     ) -> event_pb2.SalesReport:
-        info, tiers = await self._sales.report(caller(), request.event_id)
-        return sales_to_proto(info, tiers)
+        return sales_to_proto(await self._sales.report(caller(), request.event_id))
 
     async def CreateEvent(
         self, request: event_pb2.CreateEventRequest, context: grpc.aio.ServicerContext

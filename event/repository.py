@@ -494,6 +494,7 @@ sales = sa.Table(
     sa.Column(
         "update_time", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
     ),
+    sa.Column("tickets_checked_in", sa.Integer, nullable=False, server_default="0"),
 )
 
 processed_messages = processed_messages_table(metadata)
@@ -512,6 +513,7 @@ class SaleChange:
     refunded: int
     gross_minor: int
     refunded_minor: int
+    checked_in: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -523,6 +525,7 @@ class TierSales:
     gross_minor: int
     refunded_minor: int
     update_time: datetime
+    checked_in: int
 
 
 class SalesBook:
@@ -544,6 +547,7 @@ class SalesBook:
                 r.gross_minor,
                 r.refunded_minor,
                 r.update_time,
+                r.tickets_checked_in,
             )
             for r in rows
         ]
@@ -561,6 +565,13 @@ def _columns(seat_list: Sequence[SeatRef]) -> tuple[list[int], list[int], list[i
 # What sell_seats raises for an event not on sale (event migration 0007).
 EVENT_NOT_ON_SALE = "TK001"
 _SEATS_IN = "(tier, row, number) IN (SELECT * FROM unnest(%s::smallint[], %s::int[], %s::int[]))"
+
+
+@dataclasses.dataclass(frozen=True)
+class TierCounts:
+    sold: int
+    # From the sales report (booking's check-in messages), so it trails the scans.
+    checked_in: int
 
 
 class SalePath:
@@ -615,14 +626,16 @@ class SalePath:
         )
         return [(_seat(r), str(r.booking_id)) for r in rows]
 
-    async def sold_counts(
+    async def tier_counts(
         self, event_ids: Sequence[uuid.UUID]
-    ) -> dict[tuple[uuid.UUID, Tier], int]:
+    ) -> dict[tuple[uuid.UUID, Tier], TierCounts]:
         rows = await self._db.fetchall(
-            "SELECT event_id, tier, sold FROM event_tiers WHERE event_id = ANY(%s)",
+            "SELECT t.event_id, t.tier, t.sold, coalesce(s.tickets_checked_in, 0) AS checked_in "
+            "FROM event_tiers t LEFT JOIN sales s USING (event_id, tier) "
+            "WHERE t.event_id = ANY(%s)",
             (list(event_ids),),
         )
-        return {(r.event_id, Tier(r.tier)): r.sold for r in rows}
+        return {(r.event_id, Tier(r.tier)): TierCounts(r.sold, r.checked_in) for r in rows}
 
     async def record_sales(self, changes: Sequence[SaleChange]) -> None:
         """Moves the report by the changes of every message not seen before, and
@@ -633,18 +646,19 @@ class SalePath:
             """
             WITH change AS (
                 SELECT * FROM unnest(%s::text[], %s::uuid[], %s::smallint[], %s::text[],
-                                     %s::int[], %s::int[], %s::bigint[], %s::bigint[])
+                                     %s::int[], %s::int[], %s::bigint[], %s::bigint[],
+                                     %s::int[])
                        AS c(message_id, event_id, tier, currency, sold, refunded, gross,
-                            refunded_minor)
+                            refunded_minor, checked_in)
             ), first AS (
                 INSERT INTO processed_messages (message_id)
                 SELECT DISTINCT message_id FROM change
                 ON CONFLICT DO NOTHING RETURNING message_id
             )
             INSERT INTO sales AS s (event_id, tier, currency, tickets_sold, tickets_refunded,
-                                    gross_minor, refunded_minor)
+                                    gross_minor, refunded_minor, tickets_checked_in)
             SELECT event_id, tier, min(currency), sum(sold), sum(refunded),
-                   sum(gross)::bigint, sum(refunded_minor)::bigint
+                   sum(gross)::bigint, sum(refunded_minor)::bigint, sum(checked_in)
               FROM change WHERE message_id IN (SELECT message_id FROM first)
              GROUP BY event_id, tier
              -- one order for every batch: two batches never lock rows crosswise
@@ -654,6 +668,7 @@ class SalePath:
                 tickets_refunded = s.tickets_refunded + excluded.tickets_refunded,
                 gross_minor = s.gross_minor + excluded.gross_minor,
                 refunded_minor = s.refunded_minor + excluded.refunded_minor,
+                tickets_checked_in = s.tickets_checked_in + excluded.tickets_checked_in,
                 update_time = now()
             """,
             (
@@ -665,5 +680,6 @@ class SalePath:
                 [c.refunded for c in changes],
                 [c.gross_minor for c in changes],
                 [c.refunded_minor for c in changes],
+                [c.checked_in for c in changes],
             ),
         )

@@ -40,7 +40,7 @@ from event.holds import (
     Refusal,
     hold_store_unavailable,
 )
-from event.repository import AVAILABLE, SOLD, Catalog, SalePath
+from event.repository import AVAILABLE, SOLD, Catalog, SalePath, TierCounts
 from runtime import pagination
 from runtime.db import in_transaction
 from runtime.errors import (
@@ -78,6 +78,7 @@ class TierAvailability:
     plan: TierPlan
     sold: int
     held: int
+    checked_in: int = 0
 
     @property
     def available(self) -> int:
@@ -645,22 +646,29 @@ class EventUseCases:
         if not infos:
             return []
         ids = [i.event_id for i in infos]
-        sold = await self._sale_path.sold_counts(ids)
+        counts = await self._sale_path.tier_counts(ids)
         held = await self._holds.held_counts([str(i) for i in ids])
+        none = TierCounts(0, 0)
         return [
             EventView(
                 info,
                 tuple(
                     TierAvailability(
                         p,
-                        sold.get((info.event_id, p.tier), 0),
+                        (tier := counts.get((info.event_id, p.tier), none)).sold,
                         held.get((str(info.event_id), p.tier), 0),
+                        tier.checked_in,
                     )
                     for p in info.tiers
                 ),
             )
             for info in infos
         ]
+
+    async def held_by_tier(self, info: EventInfo) -> dict[Tier, int]:
+        """Seats of the event held right now, for every tier it has."""
+        held = await self._holds.held_counts([str(info.event_id)])
+        return {p.tier: held.get((str(info.event_id), p.tier), 0) for p in info.tiers}
 
     async def _seats_from_db(
         self,

@@ -12,12 +12,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jwt
+import psycopg
 import pytest
 import zxingcpp
 from PIL import Image
 from pypdf import PdfReader
 
+from runtime.db import libpq_url
+from scripts.mail_sink import MailSink
+from scripts.mesh import Mesh
 from tests.e2e.test_auth_http import assert_error
+from tests.e2e.test_messaging import drained, publish
 from tests.support import (
     Edge,
     book,
@@ -25,7 +30,9 @@ from tests.support import (
     event_body,
     mint_token,
     register_and_login,
+    wait_for,
 )
+from ticketing.booking.v1 import messages_pb2
 
 
 @pytest.fixture
@@ -177,3 +184,81 @@ def test_concurrent_scans_of_one_ticket_admit_it_once(
     times = {error_reason_metadata(r)["check_in_time"] for r in replies if r.status == 409}
     assert len(times) == 1  # every later scan names the one admission
     assert times.pop().replace("+00:00", "Z")[:19] == winner.body["check_in_time"][:19]
+
+
+def checked_in_message(mesh: Mesh, booking_id: str, seat_id: str) -> tuple[bytes, str, str]:
+    """The TicketCheckedIn a scan wrote to booking's outbox: (payload, type, id)."""
+    with psycopg.connect(libpq_url(mesh.env["BOOKING_DATABASE_URL"])) as conn:
+        rows = conn.execute(
+            "SELECT payload, message_type, message_id FROM outbox "
+            "WHERE routing_key = 'booking.checked_in' ORDER BY create_time DESC LIMIT 50"
+        ).fetchall()
+    found = [
+        (bytes(payload), kind, str(message_id))
+        for payload, kind, message_id in rows
+        if (m := messages_pb2.TicketCheckedIn.FromString(payload)).booking_id == booking_id
+        and m.seat.seat_id == seat_id
+    ]
+    assert len(found) == 1, found  # a second scan announces nothing
+    return found[0]
+
+
+def test_the_sales_report_and_seat_map_count_check_ins_and_holds_per_tier(
+    edge: Edge, event: dict, organizer: str, mesh: Mesh, mail_sink: MailSink
+) -> None:
+    event_id = event["event_id"]
+    buyer = register_and_login(edge, "counted")
+    booking = book(edge, buyer.access_token, event_id, ["vip-1-3", "vip-1-4", "standard-2-1"])
+    tickets = {
+        t["seat_id"]: t["ticket_token"]
+        for t in edge.get(
+            f"/v1/bookings/{booking.body['booking_id']}/tickets", token=buyer.access_token
+        ).body["tickets"]
+    }
+    holder = register_and_login(edge, "holding")
+    held = edge.post(
+        f"/v1/events/{event_id}/holds",
+        {"seat_ids": ["standard-3-1", "standard-3-2"]},
+        token=holder.access_token,
+    )
+    assert held.status == 200, held.body
+    assert check_in(edge, organizer, tickets["vip-1-3"]).status == 200
+    assert check_in(edge, organizer, tickets["vip-1-3"]).reason == "ALREADY_CHECKED_IN"
+    assert check_in(edge, organizer, tickets["standard-2-1"]).status == 200
+
+    sales = f"/v1/events/{event_id}/sales"
+
+    def per_tier(report: dict) -> dict[str, tuple[int, int, int]]:
+        return {
+            t["tier"]: (t["tickets_sold"], t["tickets_held"], t["tickets_checked_in"])
+            for t in report["tiers"]
+        }
+
+    expected = {"TIER_STANDARD": (1, 2, 1), "TIER_VIP": (2, 0, 1)}
+    report = wait_for(
+        lambda: per_tier(r := edge.get(sales, token=organizer).body) == expected and r,
+        "the check-ins in the sales report",
+    )
+    assert (report["tickets_sold"], report["tickets_held"], report["tickets_checked_in"]) == (
+        3,
+        2,
+        2,
+    )
+    seat_map = wait_for(
+        lambda: (
+            {
+                t["tier"]: (t["sold"], t["held"], t["checked_in"])
+                for t in edge.get(f"/v1/events/{event_id}").body["tiers"]
+            }
+            == expected
+        ),
+        "the check-ins on the seat map",
+    )
+    assert seat_map
+
+    # The broker delivering the check-in again (at-least-once) counts it once.
+    publish(
+        mesh, "booking.checked_in", *checked_in_message(mesh, booking.body["booking_id"], "vip-1-3")
+    )
+    drained(mesh, mail_sink)
+    assert per_tier(edge.get(sales, token=organizer).body) == expected
