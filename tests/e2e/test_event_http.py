@@ -46,6 +46,7 @@ def test_organizer_creates_an_event(edge: Edge, organizer: str) -> None:
         "available": 10,
         "held": 0,
         "sold": 0,
+        "checked_in": 0,
     }
     fetched = edge.get(f"/v1/events/{event['event_id']}")
     assert fetched.status == 200 and fetched.body == event
