@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql as pg
 
 from booking import convert
 from booking.domain import Announcement, BookedSeat, Booking, CheckIn, EventSnapshot, State
-from runtime.outbox import INSERT_OUTBOX_ROW, OutboxMessage, outbox_table
+from runtime.outbox import INSERT_OUTBOX_ROW, OUTBOX_ROW_PARAMETERS, OutboxMessage, outbox_table
 from runtime.pg import Database
 from ticketing.booking.v1 import messages_pb2
 
@@ -140,8 +140,7 @@ WITH done AS (
      WHERE booking_id = %(booking_id)s AND state = %(from_state)s
     RETURNING booking_id
 ), announced AS (
-    {INSERT_OUTBOX_ROW} SELECT %(message_id)s, %(routing_key)s, %(message_type)s, %(payload)s,
-                               %(correlation_id)s, %(trace_context)s FROM done
+    {INSERT_OUTBOX_ROW} SELECT {OUTBOX_ROW_PARAMETERS} FROM done
 )
 SELECT count(*) AS settled FROM done
 """
@@ -311,8 +310,7 @@ WITH reported AS (
             OR reported_refunded IS DISTINCT FROM %(refunded)s OR %(finished)s)
     RETURNING event_id
 ), announced AS (
-    {INSERT_OUTBOX_ROW} SELECT %(message_id)s, %(routing_key)s, %(message_type)s, %(payload)s,
-                               %(correlation_id)s, %(trace_context)s FROM reported
+    {INSERT_OUTBOX_ROW} SELECT {OUTBOX_ROW_PARAMETERS} FROM reported
 )
 SELECT count(*) AS reported FROM reported
 """
@@ -405,8 +403,7 @@ WITH admitted AS (
     VALUES (%(booking_id)s, %(seat_id)s, %(event_id)s, %(by)s, %(at)s)
     ON CONFLICT DO NOTHING RETURNING check_in_time
 ), announced AS (
-    {INSERT_OUTBOX_ROW} SELECT %(message_id)s, %(routing_key)s, %(message_type)s, %(payload)s,
-                               %(correlation_id)s FROM admitted
+    {INSERT_OUTBOX_ROW} SELECT {OUTBOX_ROW_PARAMETERS} FROM admitted
 )
 SELECT check_in_time FROM admitted
 """

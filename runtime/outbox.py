@@ -97,6 +97,11 @@ INSERT_OUTBOX_ROW = (
     "INSERT INTO outbox (message_id, routing_key, message_type, payload, correlation_id,"
     " trace_context)"
 )
+# ... and the named parameters of OutboxMessage.row() in the same order, for a SELECT.
+OUTBOX_ROW_PARAMETERS = (
+    "%(message_id)s, %(routing_key)s, %(message_type)s, %(payload)s, %(correlation_id)s,"
+    " %(trace_context)s"
+)
 
 
 @dataclass(frozen=True)
