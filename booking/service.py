@@ -361,6 +361,18 @@ class BookingUseCases:
         except ServiceError as error:
             log.warning("could not release seats of %s: %s", booking.booking_id, error)
 
+    async def _return_seats(self, booking: Booking, until: float) -> None:
+        """Puts a cancelled booking's seats back on sale (safe to repeat: a
+        return of seats already returned returns nothing)."""
+
+        async def give_back() -> None:
+            await self._seats.return_seats(str(booking.event.event_id), booking.booking_id)
+
+        try:
+            await self._retry.retrying(give_back, until)
+        except ServiceError as error:
+            raise Unsettled("the seats are not back on sale yet") from error
+
     async def _fail(self, booking: Booking, reason: str, payment_id: uuid.UUID | None) -> Booking:
         done = booking.settled(State.FAILED, failure_reason=reason, payment_id=payment_id)
         if not await self._ledger.settle(Failed(done), State.PENDING):
@@ -407,11 +419,9 @@ class BookingUseCases:
 
     async def _finish_cancel(self, booking: Booking) -> Booking:
         assert booking.payment_id is not None
-        refunded = await self._refund(booking, booking.payment_id, "cancel", self._retry.deadline())
-        try:
-            await self._seats.return_seats(str(booking.event.event_id), booking.booking_id)
-        except ServiceError as error:
-            raise Unsettled from error
+        until = self._retry.deadline()
+        refunded = await self._refund(booking, booking.payment_id, "cancel", until)
+        await self._return_seats(booking, until)
         done = booking.settled(State.CANCELLED)
         if not await self._ledger.settle(Cancelled(done, refunded.refunded_minor), State.CONFIRMED):
             current = await self._get(booking.booking_id)

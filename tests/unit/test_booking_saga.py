@@ -315,6 +315,23 @@ async def test_a_cancellation_whose_refund_is_unsettled_is_finished_by_the_sweep
 
 
 @saga_test
+async def test_an_event_service_restarting_during_a_cancellation_costs_nothing(
+    saga: Saga,
+) -> None:
+    booking = await saga.book(["vip-1-5"])
+    # The first try's answer is lost after it took effect, the next never arrives:
+    # the return is retried within the window, as the refund before it is.
+    saga.seats.faults.add("return_seats", UNAVAILABLE, after_effect=True)
+    saga.seats.faults.add("return_seats", UNAVAILABLE, times=2)
+    cancelled = await saga.bookings.cancel(saga.buyer, str(booking.booking_id))
+    assert cancelled.state is State.CANCELLED
+    assert saga.seats.calls.count("return_seats") == 4
+    assert saga.seats.sold_to(booking.booking_id) == set()
+    assert saga.payments.payment_for(booking.booking_id).state is PaymentState.REFUNDED
+    assert [kind for kind, _ in saga.ledger.announced()] == ["Confirmed", "Cancelled"]
+
+
+@saga_test
 async def test_a_started_event_cannot_be_cancelled(saga: Saga) -> None:
     booking = await saga.book(["vip-1-1"])
     started = dataclasses.replace(booking.event, starts_at=datetime.now(UTC) - timedelta(hours=1))
