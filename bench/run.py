@@ -24,6 +24,11 @@ Sections, each with its baseline measured in the same run:
           an OTLP receiver the bench runs), each after restarting the mesh's
           services and Envoy so, one process at a time; last, they are
           restarted as `make up` started them
+  redis   Redis loses all its data (FLUSHDB of the mesh's database) under a
+          5,000-seat event sold half way and a 100,000-seat one with 60,000
+          sold, while 4 clients each hold, book and read the seat map: until
+          the first hold succeeds again, until the seat map counts every
+          sale, and every answer the clients got meanwhile
 
 Prints a table and writes bench/results/<time>.json; a full run also writes
 bench/latest.md (which the README quotes), each with the commit and the core
@@ -58,6 +63,7 @@ import psycopg
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.http import HttpConnection
+from event.domain import Tier
 from runtime import tls
 from runtime.config import REPO_ROOT, SERVICES, grpc_addr
 from runtime.db import libpq_url
@@ -950,6 +956,289 @@ async def refund_section(admin: str, count: int) -> dict[str, Any]:
     }
 
 
+REDIS_CLIENTS = 4  # of each kind: holders, bookers, seat-map readers
+
+
+def mesh_redis_url() -> str:
+    """The Redis database the mesh's event service uses, as it was started."""
+    spec = json.loads((STATE / "run" / "event.json").read_text())
+    return str(spec["env"].get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+def sell_directly(event_id: str, tier: int, rows: int, seats_per_row: int) -> int:
+    """Sells the first `rows` rows of a tier in PostgreSQL as sell_seats would
+    leave them (seats, seat_sales, the tier's counter), four seats a booking,
+    in three statements: 60,000 seats through the booking saga would take
+    minutes, and the rebuild reads nothing else. No booking exists for these."""
+    with psycopg.connect(database_url("event"), autocommit=True) as conn, conn.transaction():
+        sold = conn.execute(
+            """
+            UPDATE seats SET status = 'SOLD', fence = 1,
+                   booking_id = md5(event_id::text || row || ':' || (number - 1) / 4)::uuid
+             WHERE event_id = %s AND tier = %s AND row <= %s AND status = 'AVAILABLE'
+            RETURNING 1
+            """,
+            (event_id, tier, rows),
+        ).rowcount
+        conn.execute(
+            "INSERT INTO seat_sales (event_id, tier, row, number, booking_id, fence) "
+            "SELECT event_id, tier, row, number, booking_id, fence FROM seats "
+            "WHERE event_id = %s AND tier = %s AND row <= %s AND fence = 1",
+            (event_id, tier, rows),
+        )
+        conn.execute(
+            "UPDATE event_tiers SET sold = sold + %s WHERE event_id = %s AND tier = %s",
+            (sold, event_id, tier),
+        )
+    assert sold == rows * seats_per_row, sold
+    return sold
+
+
+def sold_in_database(event_id: str) -> set[str]:
+    names = {t.value: t.slug for t in Tier}
+    with psycopg.connect(database_url("event")) as conn:
+        return {
+            f"{names[tier]}-{row}-{number}"
+            for tier, row, number in conn.execute(
+                "SELECT tier, row, number FROM seats WHERE event_id = %s AND status = 'SOLD'",
+                (event_id,),
+            )
+        }
+
+
+async def sold_markers(store: Any, event_id: str) -> int:
+    """Seats of the event marked sold in Redis."""
+    keys = [k async for k in store.scan_iter(match=f"ev:{{{event_id}}}:hold:*", count=10_000)]
+    marked = 0
+    for start in range(0, len(keys), 10_000):
+        values = await store.mget(keys[start : start + 10_000])
+        marked += sum(1 for v in values if v is not None and v.startswith(b"sold:"))
+    return marked
+
+
+async def redis_recovery(
+    event: dict[str, Any], tokens: list[str], store: Any, settle_seconds: float = 3.0
+) -> dict[str, Any]:
+    """Redis loses all its data (FLUSHDB) while clients hold, book and read the
+    event's seat map: how long until a hold succeeds again and the seat map
+    counts every sale again, and what the clients were answered meanwhile."""
+    event_id = event["event_id"]
+    sold = sold_in_database(event_id)
+    free = FreeSeats(
+        [
+            seat
+            for t in event["tiers"]
+            for r in range(1, t["rows"] + 1)
+            for n in range(1, t["seats_per_row"] + 1)
+            if (seat := f"{t['tier'].removeprefix('TIER_').lower()}-{r}-{n}") not in sold
+        ]
+    )
+    sold_list = sorted(sold)
+    # A hold first, so the event's state in Redis is complete before it is lost.
+    http = HttpConnection(EDGE)
+    status, body = await http.request(
+        "POST",
+        f"/v1/events/{event_id}/holds",
+        {"seat_ids": free.sample(random.Random(0), 1)},
+        tokens[0],
+    )
+    assert status == 200, body
+    await http.request("DELETE", f"/v1/holds/{body['hold_id']}", None, tokens[0])
+    markers_before = await sold_markers(store, event_id)
+    sold_before = len(sold)
+    answers: list[tuple[float, str, int, str]] = []  # (when, call, status, reason)
+    wrong: list[str] = []  # a sold seat held or booked, a sale the seat map forgot
+    stop = asyncio.Event()
+    flushed = [float("inf")]
+
+    def note(call: str, status: int, body: Any) -> None:
+        reason = ""
+        if status != 200 and isinstance(body, dict):
+            reason = (body.get("details") or [{}])[0].get("reason", "")
+        answers.append((time.perf_counter(), call, status, reason))
+
+    async def holder(n: int) -> None:
+        connection, rng = HttpConnection(EDGE), random.Random(100 + n)
+        while not stop.is_set():
+            on_sold = rng.random() < 0.5
+            seat = rng.choice(sold_list) if on_sold else free.sample(rng, 1)[0]
+            status, body = await connection.request(
+                "POST",
+                f"/v1/events/{event_id}/holds",
+                {"seat_ids": [seat], "request_id": str(uuid.uuid4())},
+                tokens[n],
+            )
+            note("hold", status, body)
+            if status == 200:
+                if on_sold:
+                    wrong.append(f"sold seat {seat} held")
+                status, body = await connection.request(
+                    "DELETE", f"/v1/holds/{body['hold_id']}", None, tokens[n]
+                )
+                note("release", status, body)
+        await connection.close()
+
+    async def booker(n: int) -> None:
+        connection, rng = HttpConnection(EDGE), random.Random(200 + n)
+        while not stop.is_set():
+            on_sold = rng.random() < 0.25
+            seat = rng.choice(sold_list) if on_sold else free.sample(rng, 1)[0]
+            request = {
+                "event_id": event_id,
+                "seat_ids": [seat],
+                "payment_method": CARD,
+                "request_id": str(uuid.uuid4()),
+            }
+            while True:  # a 503 again after its hint, with the same request_id
+                status, body = await connection.request("POST", "/v1/bookings", request, tokens[n])
+                note("booking", status, body)
+                if status != 503:
+                    break
+                info = (body or {}).get("details", [{}])[0].get("metadata", {})
+                await asyncio.sleep(float(info.get("retry_after_seconds", 0.3)))
+            if status in (200, 409):
+                free.discard([seat])
+            if status == 200 and on_sold:
+                wrong.append(f"sold seat {seat} booked")
+        await connection.close()
+
+    seat_map_right_at = [float("inf")]
+
+    async def reader(n: int) -> None:
+        connection = HttpConnection(EDGE)
+        first_sold = sold_list[0].rsplit("-", 2)[0]  # a sold tier's first page
+        while not stop.is_set():
+            started = time.perf_counter()
+            status, body = await connection.request("GET", f"/v1/events/{event_id}")
+            note("get_event", status, body)
+            counted = sum(t["sold"] for t in body["tiers"]) if status == 200 else -1
+            status, page = await connection.request(
+                "GET", f"/v1/events/{event_id}/seats?tier=TIER_{first_sold.upper()}&page_size=50"
+            )
+            note("list_seats", status, page)
+            shown = {s["seat_id"]: s["status"] for s in (page or {}).get("seats", [])}
+            right = counted >= sold_before and all(
+                state == "SEAT_STATUS_SOLD" for seat, state in shown.items() if seat in sold
+            )
+            if not right:
+                wrong.append(f"seat map: {counted} sold, page {sorted(set(shown.values()))}")
+            elif started > flushed[0]:
+                seat_map_right_at[0] = min(seat_map_right_at[0], time.perf_counter())
+            await asyncio.sleep(0.05 * (n + 1))
+        await connection.close()
+
+    clients = [holder(n) for n in range(REDIS_CLIENTS)]
+    clients += [booker(REDIS_CLIENTS + n) for n in range(REDIS_CLIENTS)]
+    clients += [reader(n) for n in range(REDIS_CLIENTS)]
+    running = asyncio.gather(*clients)
+    await asyncio.sleep(settle_seconds)
+    flushed[0] = time.perf_counter()
+    await store.flushdb()
+    # The first hold asked after the loss: it waits for the event's rebuild.
+    probe = HttpConnection(EDGE)
+    while True:
+        status, body = await probe.request(
+            "POST",
+            f"/v1/events/{event_id}/holds",
+            {"seat_ids": free.sample(random.Random(), 1)},
+            tokens[-1],
+        )
+        if status == 200:
+            first_hold = time.perf_counter() - flushed[0]
+            await probe.request("DELETE", f"/v1/holds/{body['hold_id']}", None, tokens[-1])
+            break
+        note("probe", status, body)
+    await probe.close()
+    await asyncio.sleep(settle_seconds)
+    stop.set()
+    await running
+    markers_after = await sold_markers(store, event_id)
+
+    def counts(since: float, until: float) -> dict[str, dict[str, int]]:
+        found: dict[str, dict[str, int]] = {}
+        for when, call, status, reason in answers:
+            if since <= when < until:
+                key = f"{status} {reason}".strip()
+                found.setdefault(call, {})[key] = found.setdefault(call, {}).get(key, 0) + 1
+        return {call: dict(sorted(c.items())) for call, c in sorted(found.items())}
+
+    window = max(first_hold, 1.0)
+    return {
+        "seats": sum(t["capacity"] for t in event["tiers"]),
+        "sold": sold_before,
+        "sold_markers_before": markers_before,
+        # At the end, with what the bookers bought meanwhile: the two agree.
+        "sold_markers_after": markers_after,
+        "sold_after": len(sold_in_database(event_id)),
+        "first_hold_after_ms": round(first_hold * 1000, 1),
+        "seat_map_right_after_ms": round((seat_map_right_at[0] - flushed[0]) * 1000, 1),
+        "clients": {"holders": REDIS_CLIENTS, "bookers": REDIS_CLIENTS, "readers": REDIS_CLIENTS},
+        "answers_before": counts(flushed[0] - settle_seconds, flushed[0]),
+        "answers_after": counts(flushed[0], flushed[0] + window),
+        "window_seconds": round(window, 2),
+        "answers_later": counts(flushed[0] + window, float("inf")),
+        "wrong_answers": len(wrong),
+        "wrong_examples": wrong[:5],
+    }
+
+
+async def redis_section(admin: str) -> dict[str, Any]:
+    """Redis loses its data under a 5,000-seat event sold half way by real
+    bookings, then under a 100,000-seat event with 60,000 seats sold."""
+    import redis.asyncio as aioredis
+
+    tokens = await register_buyers(3 * REDIS_CLIENTS + 1)
+    http = HttpConnection(EDGE)
+    small = await create_event(
+        http,
+        admin,
+        "Redis loss, 5k seats",
+        [("TIER_STANDARD", 5000, 80, 50), ("TIER_VIP", 15000, 20, 50)],
+    )
+    big = await create_event(
+        http,
+        admin,
+        "Redis loss, 100k seats",
+        [
+            ("TIER_STANDARD", 1000, 160, 500),
+            ("TIER_VIP", 5000, 30, 500),
+            ("TIER_VVIP", 9000, 10, 500),
+        ],
+    )
+    await http.close()
+    blocks = iter(range(625))  # 2,500 standard seats, four a booking
+
+    async def buyer(n: int) -> None:
+        connection = HttpConnection(EDGE)
+        for block in blocks:
+            row, first = block // 12 + 1, block % 12 * 4 + 1
+            status, body = await connection.request(
+                "POST",
+                "/v1/bookings",
+                {
+                    "event_id": small["event_id"],
+                    "seat_ids": [f"standard-{row}-{first + k}" for k in range(4)],
+                    "payment_method": CARD,
+                    "request_id": str(uuid.uuid4()),
+                },
+                tokens[n],
+            )
+            assert status == 200, body
+        await connection.close()
+
+    await asyncio.gather(*(buyer(n) for n in range(len(tokens))))
+    sell_directly(big["event_id"], 1, 120, 500)
+    store = aioredis.Redis.from_url(mesh_redis_url())
+    try:
+        return {
+            "redis": mesh_redis_url(),
+            "small": await redis_recovery(small, tokens, store),
+            "big": await redis_recovery(big, tokens, store),
+        }
+    finally:
+        await store.aclose()
+
+
 SEARCH_WORDS = ("jazz", "opera", "rock", "folk", "ballet", "comedy", "techno", "choir")
 SEARCH_VENUES = ("Main Hall", "Riverside", "Old Mill", "Arena", "Blue Room")
 
@@ -1279,6 +1568,33 @@ def table(results: dict[str, Any]) -> str:
                     f"ListEvents over {search['events']:,} more events, {name}",
                     f"p50 {found['p50_ms']} / p95 {found['p95_ms']} ms ({found['found']} found)",
                 )
+    if "redis" in results:
+        for loss in (results["redis"]["small"], results["redis"]["big"]):
+            name = f"FLUSHDB under a {loss['seats']:,}-seat event, {loss['sold']:,} sold"
+            row(
+                "redis",
+                f"{name}: first hold answered 200 after",
+                f"{loss['first_hold_after_ms']} ms",
+            )
+            row(
+                "redis",
+                f"{name}: seat map (GetEvent sold, ListSeats) right again after",
+                f"{loss['seat_map_right_after_ms']} ms",
+            )
+            row(
+                "redis",
+                f"{name}: answers in the first {loss['window_seconds']:g} s, "
+                f"{REDIS_CLIENTS} clients each holding, booking, reading",
+                "; ".join(
+                    f"{call} {', '.join(f'{k}: {v}' for k, v in got.items())}"
+                    for call, got in loss["answers_after"].items()
+                ),
+            )
+            row(
+                "redis",
+                f"{name}: sold markers rebuilt / sold; wrong answers (target 0)",
+                f"{loss['sold_markers_after']:,} / {loss['sold_after']:,}; {loss['wrong_answers']}",
+            )
     return "\n".join(lines)
 
 
@@ -1321,6 +1637,7 @@ SECTIONS = (
     "refund",
     "search",
     "tracing",
+    "redis",
 )
 
 
@@ -1349,6 +1666,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "refund": lambda: refund_section(admin, args.refund_bookings),
         "search": lambda: search_section(args.search_events),
         "tracing": lambda: tracing_section(args, admin),
+        "redis": lambda: redis_section(admin),
     }
     for name in SECTIONS:
         if name in sections:

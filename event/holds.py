@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -248,20 +248,41 @@ end
 return cleared
 """
 
-# Rebuilding markers from PostgreSQL. KEYS: hold keys (n). ARGV: markers (n).
+# Rebuilding markers from PostgreSQL, thousands of seats a call: the seats come
+# as one text of "seat_id booking_id" pairs (SalePath.sold_markers), so neither
+# side makes an object per seat. The hold keys are named here from their
+# prefix, under the event's hash tag. A rebuild's own key (set when it begins)
+# is gone if Redis lost its data since: then the pairs are not written.
+# KEYS: the rebuild's key. ARGV: hold key prefix, sold marker prefix, pairs.
+# Returns the seats marked, or -1.
 _RESTORE_SOLD = """
-for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i]) end
-return #KEYS
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local n, batch = 0, {}
+for seat, booking in string.gmatch(ARGV[3], '(%S+) (%S+)') do
+  batch[#batch + 1] = ARGV[1] .. seat
+  batch[#batch + 1] = ARGV[2] .. booking
+  n = n + 1
+  if #batch == 1000 then  -- one MSET per 500 seats: far fewer calls, within Lua's stack
+    redis.call('MSET', unpack(batch))
+    batch = {}
+  end
+end
+if #batch > 0 then redis.call('MSET', unpack(batch)) end
+return n
 """
 
 # The end of a rebuild: the counter raised to at least the epoch's floor (never
 # lowered: another replica's rebuild may have gone further), then the markers
-# declared complete, at once. KEYS: fence, markers-complete flag. ARGV: floor.
+# declared complete, at once; unless the rebuild's key is gone (Redis lost its
+# data since the rebuild began, and with it markers already written): then 0
+# and nothing is declared. KEYS: fence, markers-complete flag, the rebuild's key.
+# ARGV: floor.
 _SEAL = """
+if redis.call('DEL', KEYS[3]) == 0 then return 0 end
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
 if current < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
 redis.call('SET', KEYS[2], '1')
-return redis.call('GET', KEYS[1])
+return 1
 """
 
 # Holds as a resource (CreateHold): a hash `ev:{event}:holdrec:<hold_id>` per
@@ -360,7 +381,8 @@ return 1
 
 HOLD_RECORD_RETENTION_MS = 24 * 3600 * 1000
 
-RESTORE_CHUNK = 2_000
+# How long a rebuild's key outlives a rebuild that died half way.
+REBUILD_KEY_TTL_MS = 10 * 60 * 1000
 
 T = TypeVar("T")
 
@@ -427,8 +449,11 @@ class HoldStore:
         await self._redis.aclose()
 
     @staticmethod
-    def _hold_key(event_id: str, seat: SeatRef) -> str:
-        return f"ev:{{{event_id}}}:hold:{seat.seat_id}"
+    def _hold_prefix(event_id: str) -> str:
+        return f"ev:{{{event_id}}}:hold:"
+
+    def _hold_key(self, event_id: str, seat: SeatRef) -> str:
+        return self._hold_prefix(event_id) + seat.seat_id
 
     @staticmethod
     def _held_key(event_id: str, tier: Tier) -> str:
@@ -530,21 +555,24 @@ class HoldStore:
             return None
         return Hold(int(reply[1]), int(reply[2])), [str(s) for s in reply[3:]]
 
-    async def restore(
-        self, event_id: str, sold: Sequence[tuple[SeatRef, str]], fence_floor: int
-    ) -> None:
-        """Marks every (seat, booking id) sold, then raises the fence counter to
-        `fence_floor` and declares the markers complete."""
-        for start in range(0, len(sold), RESTORE_CHUNK):
-            chunk = sold[start : start + RESTORE_CHUNK]
-            await self._call(
-                self._restore_sold,
-                [self._hold_key(event_id, seat) for seat, _ in chunk],
-                [sold_marker(booking) for _, booking in chunk],
+    async def restore(self, event_id: str, sold: Iterable[str], fence_floor: int) -> int | None:
+        """Marks sold every seat of `sold` (texts of "seat_id booking_id" pairs,
+        as SalePath.sold_markers reads them), then raises the fence counter to
+        `fence_floor` and declares the markers complete: the seats marked. None,
+        with nothing declared, if Redis lost its data again meanwhile (the
+        markers written before are gone): rebuild again."""
+        rebuild = f"{self._prefix(event_id)}rebuild:{fence_floor}"
+        await self._guard(lambda: self._redis.set(rebuild, "1", px=REBUILD_KEY_TTL_MS))
+        marked = 0
+        for pairs in sold:
+            written = await self._call(
+                self._restore_sold, [rebuild], [self._hold_prefix(event_id), SOLD, pairs]
             )
-        await self._call(
-            self._seal, [self._fence_key(event_id), self._markers_key(event_id)], [fence_floor]
-        )
+            if written < 0:
+                return None
+            marked += written
+        keys = [self._fence_key(event_id), self._markers_key(event_id), rebuild]
+        return marked if await self._call(self._seal, keys, [fence_floor]) else None
 
     async def drop_markers(self, event_id: str, markers: dict[SeatRef, str]) -> None:
         """Deletes these markers where they still stand (PostgreSQL says unsold)."""

@@ -381,12 +381,16 @@ class EventUseCases:
 
             async def rebuild() -> None:
                 try:
-                    # The epoch first: if Redis loses its data again midway, the
-                    # next rebuild starts a later one still.
-                    floor = await self._sale_path.next_fence_floor(event_id)
-                    sold = await self._sale_path.sold_seats(event_id)
-                    await self._holds.restore(str(event_id), sold, floor)
-                    log.info("rebuilt %d sold markers of %s", len(sold), event_id)
+                    for _ in range(2):  # again if Redis lost its data again midway
+                        # The epoch first: a rebuild that Redis's next loss
+                        # interrupts is followed by one in a later epoch still.
+                        floor = await self._sale_path.next_fence_floor(event_id)
+                        sold = await self._sale_path.sold_markers(event_id)
+                        marked = await self._holds.restore(str(event_id), sold, floor)
+                        if marked is not None:
+                            log.info("rebuilt %d sold markers of %s", marked, event_id)
+                            return
+                        log.warning("Redis lost its data during a rebuild of %s", event_id)
                 finally:
                     del self._rebuilds[event_id]
 

@@ -6,23 +6,32 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import redis
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from event.domain import SeatRef, Tier, TierPlan
-from event.holds import HoldStore
+from event.domain import SeatRef, Tier, TierPlan, parse_seat_id
+from event.holds import Hold, HoldStore, MarkersMissing, Refusal
 from event.repository import SalePath, seat_sales
 from event.service import EventUseCases
 from runtime.errors import ServiceError
 from runtime.identity import Caller, Role
 from runtime.pg import Database
 from scripts.mesh import Mesh
+
+
+def parse(seat_id: str) -> SeatRef:
+    seat = parse_seat_id(seat_id)
+    assert seat is not None
+    return seat
+
 
 SEATS = [f"standard-{r}-{n}" for r in (1, 2) for n in (1, 2, 3)] + ["vip-1-1", "vip-1-2", "vip-1-3"]
 PLANS = [TierPlan(Tier.STANDARD, 1000, "USD", 2, 3), TierPlan(Tier.VIP, 3000, "USD", 1, 3)]
@@ -235,6 +244,120 @@ def test_a_cancellation_waits_for_the_sales_in_flight_and_refuses_later_ones(mes
                     event_id, [SeatRef(Tier.STANDARD, 1, 2)], uuid.uuid4(), 2
                 )
             assert refused.value.reason == "EVENT_CANCELLED"
+        finally:
+            await harness.close()
+
+    asyncio.run(scenario())
+
+
+async def sold_event(harness: Harness, sales: dict[str, list[str]]) -> str:
+    """An event of all three tiers with these seats sold: booking id -> seats."""
+    plans = [*PLANS, TierPlan(Tier.VVIP, 9000, "USD", 1, 3)]
+    view = await harness.events.create_event(
+        ORGANIZER, "Rebuild", "", "Hall", datetime.now(UTC) + timedelta(days=1), plans
+    )
+    event_id = str(view.info.event_id)
+    for booking, seats in sales.items():
+        held = await harness.events.lock(event_id, seats, booking, 0)
+        await harness.events.confirm(event_id, seats, booking, held.hold.fencing_token, booking)
+    return event_id
+
+
+def hold_keys(mesh: Mesh, event_id: str, seat_ids: list[str]) -> list[str | None]:
+    with redis.Redis.from_url(mesh.env["REDIS_URL"], decode_responses=True) as store:
+        return store.mget([f"ev:{{{event_id}}}:hold:{seat}" for seat in seat_ids])
+
+
+def lose_redis_data(mesh: Mesh) -> None:
+    with redis.Redis.from_url(mesh.env["REDIS_URL"]) as store:
+        assert store.connection_pool.connection_kwargs["db"] == int(
+            mesh.env["REDIS_URL"].rsplit("/", 1)[1]
+        )
+        store.flushdb()  # this test run's own Redis database
+
+
+def test_a_rebuild_marks_every_sold_seat_of_every_tier_from_a_few_texts(mesh: Mesh) -> None:
+    """After Redis loses its data, the sold seats come back as markers of the
+    bookings that bought them, written a text of pairs at a time; the next
+    hold on a sold seat is refused, on a free one granted above the new floor."""
+
+    async def scenario() -> None:
+        harness = await Harness(mesh).open()
+        try:
+            sales = {
+                str(uuid.uuid4()): ["standard-1-1", "standard-2-3"],
+                str(uuid.uuid4()): ["vip-1-2"],
+                str(uuid.uuid4()): ["vvip-1-1", "vvip-1-3", "standard-1-2"],
+            }
+            event_id = await sold_event(harness, sales)
+            key = uuid.UUID(event_id)
+            lose_redis_data(mesh)
+            texts = await harness.sale_path.sold_markers(key, per_text=2)
+            assert len(texts) == 3  # six seats, two a text
+            floor = await harness.sale_path.next_fence_floor(key)
+            assert await harness.holds.restore(event_id, texts, floor) == 6
+            seats = [s for sold in sales.values() for s in sold]
+            assert hold_keys(mesh, event_id, seats) == [
+                f"sold:{booking}" for booking, sold in sales.items() for _ in sold
+            ]
+            assert hold_keys(mesh, event_id, ["standard-1-3", "vip-1-1"]) == [None, None]
+            for booking, sold in sales.items():
+                refused = await harness.holds.lock(event_id, [parse(sold[0])], "late", 60_000)
+                assert isinstance(refused, Refusal)
+                assert refused.sold_markers == {sold[0]: f"sold:{booking}"}
+            held = await harness.holds.lock(event_id, [parse("vip-1-1")], "fresh", 60_000)
+            assert isinstance(held, Hold) and held.fencing_token > floor
+            # The same through the service, which rebuilds by itself, once.
+            lose_redis_data(mesh)
+            with pytest.raises(ServiceError) as taken:
+                await harness.events.lock(event_id, ["vvip-1-3", "vip-1-3"], "late", 0)
+            assert taken.value.reason == "SEAT_UNAVAILABLE"
+            assert taken.value.metadata["seat_ids"] == "vvip-1-3"
+            assert hold_keys(mesh, event_id, seats) == [
+                f"sold:{booking}" for booking, sold in sales.items() for _ in sold
+            ]
+            granted = await harness.events.lock(event_id, ["vip-1-3"], "fresh", 0)
+            assert granted.hold.fencing_token > held.fencing_token
+        finally:
+            await harness.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_rebuild_that_redis_loses_half_way_declares_nothing(mesh: Mesh) -> None:
+    """Redis losing its data again between two texts of a rebuild takes the
+    markers written so far with it: the rebuild must not declare the markers
+    complete (a hold would then find a sold seat free), and the next hold
+    rebuilds again."""
+
+    async def scenario() -> None:
+        harness = await Harness(mesh).open()
+        try:
+            booking = str(uuid.uuid4())
+            event_id = await sold_event(
+                harness, {booking: ["standard-1-1", "standard-1-2", "vip-1-1", "vvip-1-2"]}
+            )
+            key = uuid.UUID(event_id)
+            lose_redis_data(mesh)
+            first, *rest = await harness.sale_path.sold_markers(key, per_text=2)
+            assert rest
+
+            def interrupted() -> Iterator[str]:
+                yield first
+                lose_redis_data(mesh)  # the markers of `first` go with everything else
+                yield from rest
+
+            floor = await harness.sale_path.next_fence_floor(key)
+            assert await harness.holds.restore(event_id, interrupted(), floor) is None
+            with pytest.raises(MarkersMissing):
+                await harness.holds.lock(event_id, [parse("standard-1-1")], "late", 60_000)
+            with pytest.raises(ServiceError) as taken:
+                await harness.events.lock(event_id, ["standard-1-1"], "late", 0)
+            assert taken.value.reason == "SEAT_UNAVAILABLE"
+            assert hold_keys(mesh, event_id, ["standard-1-1", "vvip-1-2"]) == [
+                f"sold:{booking}",
+                f"sold:{booking}",
+            ]
         finally:
             await harness.close()
 
