@@ -16,7 +16,7 @@ TEST_REDIS_DB ?= 15
 TEST_REPLICAS_REDIS_DB ?= 14
 export TEST_NAMESPACE TEST_REDIS_DB
 
-.PHONY: setup protos stubs keys certs rotate-certs up down restart logs test tools lint readme format bench clean
+.PHONY: setup protos stubs keys certs rotate-certs up down restart logs test tools lint readme dashboard format bench clean
 
 setup: $(VENV)/.installed node_modules/.installed gen/.stamp gen/stubs.stamp keys certs
 
@@ -120,6 +120,11 @@ lint: setup
 # README.md quotes clients/ and the latest bench table; edit docs/README.template.md.
 readme:
 	$(PY) scripts/readme.py
+
+# deploy/grafana/on-sale.json is generated from scripts/dashboard.py; a test
+# fails while the committed JSON differs from what the generator writes.
+dashboard: $(VENV)/.installed
+	$(PY) scripts/dashboard.py
 
 format: setup
 	$(VENV)/bin/ruff check --fix .

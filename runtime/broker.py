@@ -18,6 +18,9 @@ from pika.adapters.blocking_connection import BlockingChannel
 log = logging.getLogger(__name__)
 
 EXCHANGE = "ticketing.events"
+# When a message's outbox row was written, in milliseconds since the epoch: the
+# AMQP timestamp property holds whole seconds only, too coarse for the lag metric.
+CREATE_TIME_HEADER = "x-create-time-ms"
 MAX_BACKOFF_SECONDS = 10.0
 
 

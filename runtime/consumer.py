@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from runtime import metrics, tracing
-from runtime.broker import EXCHANGE, BackgroundWorker, channel
+from runtime.broker import CREATE_TIME_HEADER, EXCHANGE, BackgroundWorker, channel
 from runtime.logs import request_id_var
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,16 @@ def one_at_a_time(handler: Handler) -> BatchHandler:
 def retry_delay(attempt: int) -> float:
     """Seconds before a failed batch goes back to the queue: 0.5, 1, 2, ... 15."""
     return min(0.25 * 2**attempt, 15.0)
+
+
+def create_time(properties: pika.BasicProperties) -> float | None:
+    """When the message's outbox row was written (seconds since the epoch), if it says."""
+    headers = properties.headers or {}
+    millis = headers.get(CREATE_TIME_HEADER)
+    if isinstance(millis, int):
+        return millis / 1000
+    # A message from a relay that predates the header: whole seconds will do.
+    return float(properties.timestamp) if properties.timestamp else None
 
 
 def _requeue(channel: BlockingChannel, tags: list[int]) -> None:
@@ -181,8 +192,12 @@ class Consumer(BackgroundWorker):
     def _deliver(self, channel: BlockingChannel, batch: list[Message]) -> None:
         poison: dict[int, PoisonMessage] = {}
         deliveries: dict[int, Delivery] = {}
+        create_times: dict[int, float] = {}
         for method, properties, body in batch:
             headers = properties.headers or {}
+            created_at = create_time(properties)
+            if created_at is not None:
+                create_times[method.delivery_tag] = created_at
             delivery = Delivery(
                 message_id=properties.message_id or "",
                 message_type=properties.type or "",
@@ -222,9 +237,14 @@ class Consumer(BackgroundWorker):
             for tag, delivery in deliveries.items():
                 if delivery.message_id in refused:
                     poison[tag] = refused[delivery.message_id]
+            lag = metrics.MESSAGE_LAG.labels(self._queue)
+            handled_at = time.time()
             for tag in deliveries:
                 if tag not in poison:
                     channel.basic_ack(tag)
+                    created_at = create_times.get(tag)
+                    if created_at is not None:
+                        lag.observe(max(handled_at - created_at, 0.0))
             metrics.MESSAGES_CONSUMED.labels(self._queue, "handled").inc(
                 len(deliveries) - len(poison)
             )

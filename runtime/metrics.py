@@ -25,6 +25,12 @@ MESSAGES_CONSUMED = Counter(
     "Broker messages handled, by queue and outcome.",
     ["queue", "outcome"],
 )
+MESSAGE_LAG = Histogram(
+    "broker_message_lag_seconds",
+    "From a message's outbox row to its subscriber's handling it, by queue.",
+    ["queue"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 
 
 def observe_rpc(method: str, code: str, seconds: float) -> None:

@@ -27,7 +27,7 @@ from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from runtime import metrics, tracing
-from runtime.broker import EXCHANGE, BackgroundWorker, channel
+from runtime.broker import CREATE_TIME_HEADER, EXCHANGE, BackgroundWorker, channel
 from runtime.db import libpq_url
 from runtime.logs import request_id_var
 
@@ -203,7 +203,10 @@ class OutboxRelay(BackgroundWorker):
                     type=message_type,
                     correlation_id=correlation_id or None,
                     timestamp=int(created.timestamp()),
-                    headers=tracing.message_headers(trace_context),
+                    headers={
+                        CREATE_TIME_HEADER: int(created.timestamp() * 1000),
+                        **tracing.message_headers(trace_context),
+                    },
                 )
                 try:
                     channel.basic_publish(

@@ -115,9 +115,9 @@ def current_traceparent() -> str:
     return carrier.get(TRACEPARENT, "")
 
 
-def message_headers(trace_context: str) -> dict[str, str] | None:
-    """The AMQP headers carrying a message's trace context, None without one."""
-    return {TRACEPARENT: trace_context} if trace_context else None
+def message_headers(trace_context: str) -> dict[str, str]:
+    """The AMQP headers carrying a message's trace context (none without one)."""
+    return {TRACEPARENT: trace_context} if trace_context else {}
 
 
 @contextlib.contextmanager

@@ -39,7 +39,7 @@ def test_off_by_default_no_tracer_provider_and_no_interceptor() -> None:
         "tracing.configure('booking', '')\n"
         "assert not tracing.enabled()\n"
         "assert tracing.server_interceptors() == [] and tracing.client_interceptors() == []\n"
-        "assert tracing.current_traceparent() == '' and tracing.message_headers('') is None\n"
+        "assert tracing.current_traceparent() == '' and tracing.message_headers('') == {}\n"
         "with tracing.consuming('q', [('booking.confirmed', '')]): pass\n"
         "from opentelemetry import trace\n"
         "assert type(trace.get_tracer_provider()).__name__ == 'ProxyTracerProvider'\n"
