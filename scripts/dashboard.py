@@ -22,7 +22,11 @@ from grafanalib._gen import DashboardEncoder
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "deploy" / "grafana" / "on-sale.json"
 
-DATASOURCE = "${datasource}"
+# The Prometheus picked in the dashboard's `datasource` variable on import.
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+# Recent enough that an import runs none of the migrations meant for old
+# dashboards (timeseries panels and data source references are current).
+SCHEMA_VERSION = 39
 RATE = "[$__rate_interval]"
 CREATE_BOOKING = 'grpc_method="/ticketing.booking.v1.BookingService/CreateBooking"'
 # What Envoy's transcoder answers with HTTP 409: the seats were taken (ABORTED),
@@ -180,6 +184,7 @@ def dashboard() -> core.Dashboard:
         "messaging and the edge.",
         tags=["ticketing"],
         panels=laid_out,
+        schemaVersion=SCHEMA_VERSION,
         refresh="10s",
         time=core.Time("now-30m", "now"),
         templating=core.Templating(list=[datasource]),

@@ -17,7 +17,8 @@ def test_every_panel_has_a_query_on_the_datasource_variable() -> None:
     assert [v["name"] for v in document["templating"]["list"]] == ["datasource"]
     for panel in document["panels"]:
         assert panel["targets"], panel["title"]
-        assert {t["datasource"] for t in panel["targets"]} == {"${datasource}"}
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        assert all(t["datasource"] == panel["datasource"] for t in panel["targets"])
 
 
 def test_metric_names_are_read_from_promql() -> None:
