@@ -240,6 +240,10 @@ class Settings:
     db_pool_size: int
     metrics_port: int  # Prometheus /metrics; 0 turns it off
     metrics_addr: str
+    # grpc.health.v1 alone, in plaintext, for probes that cannot present a mesh
+    # certificate (a kubelet's); 0 turns it off.
+    health_port: int
+    health_addr: str
     event_loop: str  # "uvloop" or "asyncio"
     nice: int  # added to the process's niceness: >0 yields the CPU to other services
     # "development" (make up, the tests) or anything else for a real deployment,
@@ -288,6 +292,8 @@ def common(service: str, env: Env) -> dict[str, Any]:
             f"{prefix}_METRICS_PORT", DEFAULT_PORTS[service] + 6100, minimum=0, maximum=65535
         ),
         "metrics_addr": env.text("METRICS_LISTEN_ADDRESS", "127.0.0.1"),
+        "health_port": env.integer(f"{prefix}_HEALTH_PORT", 0, minimum=0, maximum=65535),
+        "health_addr": env.text("HEALTH_LISTEN_ADDRESS", "127.0.0.1"),
         "event_loop": env.choice("EVENT_LOOP", "uvloop", ("uvloop", "asyncio")),
         "nice": env.integer(f"{prefix}_NICE", DEFAULT_NICE.get(service, 0), minimum=0, maximum=19),
         "environment": env.text("ENVIRONMENT", "development"),

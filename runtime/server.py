@@ -7,6 +7,12 @@ shutdown on SIGTERM: NOT_SERVING at once, still serving for DRAIN_SECONDS
 while Envoy's health checks take it out of the rotation, then no new RPCs,
 the in-flight ones finished (SHUTDOWN_GRACE_SECONDS at most), the workers
 stopped (the booking service's runs finish there), and exit.
+
+A kubelet's gRPC probe cannot present a mesh certificate, so <SERVICE>_HEALTH_PORT
+(off by default) serves grpc.health.v1 alone in plaintext on a server of its
+own: "" and each service's name say whether to route here (NOT_SERVING from
+the start of the drain), LIVENESS whether the process still answers at all (it
+does until it exits, so a draining replica is never restarted as dead).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +40,10 @@ from runtime.revocation import Revocations
 from runtime.tls import TlsFiles
 
 log = logging.getLogger(__name__)
+
+LIVENESS = "liveness"
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass
@@ -103,17 +113,22 @@ class GrpcService:
             ],
             server,
         )
-        # Mutual TLS only (DESIGN §13): no plaintext port, not even on loopback.
+        # Mutual TLS only (DESIGN §13): the one plaintext port, if any, is the
+        # probes' (probe_port), which serves nothing but health.
         if server.add_secure_port(self.settings.listen_addr, identity.server_credentials()) == 0:
             raise RuntimeError(f"cannot listen on {self.settings.listen_addr}")
         metrics.serve(self.settings.metrics_port, self.settings.metrics_addr)
 
         async with contextlib.AsyncExitStack() as workers:
+            # Entered first, so left last: liveness answers while the workers stop.
+            probes = await workers.enter_async_context(self.probe_port())
             for worker in [revocations.watching(), *self.workers]:
                 await workers.enter_async_context(worker)
             await server.start()
             for name in ["", *names]:
-                await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+                await health_servicer.set(name, SERVING)
+                if probes:
+                    await probes.set(name, SERVING)
             log.info("%s serving on %s", self.settings.service, self.settings.listen_addr)
             try:
                 yield server
@@ -121,7 +136,32 @@ class GrpcService:
                 # Tell health checkers first and keep serving until Envoy has
                 # stopped routing here, then take no more calls and drain.
                 await health_servicer.enter_graceful_shutdown()
+                for name in ["", *names] if probes else ():
+                    await probes.set(name, NOT_SERVING)
                 log.info("NOT_SERVING; draining for %gs", self.settings.drain_seconds)
                 await asyncio.sleep(self.settings.drain_seconds)
                 await server.stop(self.settings.shutdown_grace_seconds)
                 log.info("%s stopped", self.settings.service)
+
+    @contextlib.asynccontextmanager
+    async def probe_port(self) -> AsyncIterator[health.aio.HealthServicer | None]:
+        """The plaintext health-only server on <SERVICE>_HEALTH_PORT, if set:
+        LIVENESS serves from the start, readiness ("") only once serving() says."""
+        if not self.settings.health_port:
+            yield None
+            return
+        probes = health.aio.HealthServicer()
+        await probes.set("", NOT_SERVING)  # the servicer starts out SERVING
+        await probes.set(LIVENESS, SERVING)
+        # No SO_REUSEPORT: a port taken by another process fails here, loudly.
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(probes, server)
+        addr = f"{self.settings.health_addr}:{self.settings.health_port}"
+        if server.add_insecure_port(addr) == 0:
+            raise RuntimeError(f"cannot listen on {addr}")
+        await server.start()
+        log.info("health probes on %s (plaintext)", addr)
+        try:
+            yield probes
+        finally:
+            await server.stop(None)
