@@ -21,7 +21,11 @@ COPY envoy envoy
 RUN scripts/protos.sh python
 
 # Keys and mesh certificates are made on first start into the /data volume,
-# never baked into the image.
+# never baked into the image. The processes run as an unprivileged user (the
+# Kubernetes manifests' runAsUser), owning /data so the volumes are theirs.
+RUN useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin ticketing \
+    && mkdir -p /data/keys /data/tls && chown -R 10001:10001 /data
+USER 10001
 ENV AUTH_KEYS_DIR=/data/keys/auth TICKET_KEYS_DIR=/data/keys/tickets TLS_DIR=/data/tls \
     METRICS_LISTEN_ADDRESS=0.0.0.0
 VOLUME /data

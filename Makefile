@@ -16,7 +16,7 @@ TEST_REDIS_DB ?= 15
 TEST_REPLICAS_REDIS_DB ?= 14
 export TEST_NAMESPACE TEST_REDIS_DB
 
-.PHONY: setup protos stubs keys certs rotate-certs up down restart logs test tools lint readme dashboard format bench clean
+.PHONY: setup protos stubs keys certs rotate-certs up down restart logs test tools lint readme dashboard format bench clean k8s
 
 setup: $(VENV)/.installed node_modules/.installed gen/.stamp gen/stubs.stamp keys certs
 
@@ -88,7 +88,19 @@ restart:
 logs:
 	tail -n 40 -F var/log/*.log
 
-test: tools setup
+# checkov (tests/unit/test_kubernetes.py scans deploy/kubernetes) pins versions
+# that conflict with the project's, so it lives in a virtualenv of its own.
+CHECKOV_VENV := .venv-checkov
+$(CHECKOV_VENV)/.installed:
+	test -x $(CHECKOV_VENV)/bin/python || python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check 'checkov~=3.3'
+	touch $@
+
+# deploy/kubernetes/base from the settings (scripts/k8s.py); the tests check it is current.
+k8s: $(VENV)/.installed gen/.stamp
+	$(PY) scripts/k8s.py render
+
+test: tools setup $(CHECKOV_VENV)/.installed
 	$(PY) scripts/mesh.py backing
 	$(PY) -m pytest $(PYTEST_ARGS)
 	# The booking races again, with event and booking running as two processes each.
@@ -99,12 +111,16 @@ test: tools setup
 # docker-compose checks docker-compose.yml; Go, its protoc plugins and the
 # grpc, protobuf (v2 API, with the 1.5 github.com/golang/protobuf shim grpc
 # needs) and genproto sources build the Go client without the module proxy;
-# Chromium runs clients/web headless (playwright-core drives it).
+# Chromium runs clients/web headless (playwright-core drives it); kubectl
+# (kubernetes-client) renders deploy/kubernetes, unless a kubectl is there
+# already (Google's kubectl package, say, which holds the same path).
 DEBS := docker-compose golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
 	golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev golang-google-genproto-dev \
-	chromium
+	chromium kubernetes-client
 tools:
-	@missing=$$(for deb in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$deb 2>/dev/null \
+	@missing=$$(for deb in $(DEBS); do \
+		[ $$deb = kubernetes-client ] && command -v kubectl >/dev/null && continue; \
+		dpkg-query -W -f='$${Status}\n' $$deb 2>/dev/null \
 		| grep -q '^install ok installed' || echo $$deb; done); \
 	[ -z "$$missing" ] || [ "$$(id -u)" != 0 ] || \
 		{ DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1 || \
