@@ -116,6 +116,14 @@ def envoy_clusters_healthy(admin_port: int, clusters: list[str]) -> bool:
     return set(clusters) <= healthy
 
 
+def render_envoy_config(config: Path, env: Mapping[str, str]) -> None:
+    """Writes Envoy's config for the environment `env` (envoy/render.py) to `config`."""
+    with open(config, "w") as out:
+        subprocess.run(
+            [PYTHON, str(REPO / "envoy" / "render.py")], env=env, cwd=REPO, stdout=out, check=True
+        )
+
+
 @dataclass
 class Mesh:
     """A set of processes sharing one environment, logs and pid files in `state`."""
@@ -234,14 +242,7 @@ class Mesh:
         original = json.loads((self.state / "run" / f"{name}.json").read_text())["env"]
         if env != original:
             config = self.state / f"{name}-changed.json"
-            with open(config, "w") as out:
-                subprocess.run(
-                    [PYTHON, str(REPO / "envoy" / "render.py")],
-                    env=env,
-                    cwd=REPO,
-                    stdout=out,
-                    check=True,
-                )
+            render_envoy_config(config, env)
             rendered = str(self.state / f"{name}.json")  # as start_envoy wrote it
             argv = [str(config) if arg == rendered else arg for arg in argv]
         self._launch(name, argv, env)
@@ -324,14 +325,7 @@ class Mesh:
         """Renders the config and starts Envoy; `name` and `env` run a second one."""
         env = {**self.service_env(), **(env or {})}
         config = self.state / f"{name}.json"
-        with open(config, "w") as out:
-            subprocess.run(
-                [PYTHON, str(REPO / "envoy" / "render.py")],
-                env=env,
-                cwd=REPO,
-                stdout=out,
-                check=True,
-            )
+        render_envoy_config(config, env)
         envoy = shutil.which("envoy", path=env["PATH"]) or "envoy"
         # Envoy stops when its parent exits (parent-death signal), so it runs
         # under a shell that outlives `make up`.
