@@ -38,7 +38,13 @@ async def build(settings: EventSettings) -> GrpcService:
     service.add(
         event_pb2.DESCRIPTOR.services_by_name["EventService"],
         event_pb2_grpc.add_EventServiceServicer_to_server,
-        EventServicer(use_cases, sales, HoldUseCases(use_cases, holds, settings.hold_ttl_seconds)),
+        EventServicer(
+            use_cases,
+            sales,
+            HoldUseCases(
+                use_cases, holds, settings.hold_ttl_seconds, settings.require_verified_email
+            ),
+        ),
     )
     service.workers += [
         db.disposing(engine),

@@ -24,7 +24,7 @@ from event.holds import HOLD_RECORD_RETENTION_MS, Hold, HoldStore
 from event.repository import AVAILABLE, Catalog
 from event.service import EventUseCases, HoldResult, seats_unavailable
 from runtime.errors import Conflict, FailedPrecondition, NotFound, bad_field, parse_uuid
-from runtime.identity import Caller
+from runtime.identity import Caller, require_verified_email
 
 # Ids of holds made with a request_id: the user and request_id name the hold,
 # so a retry finds it.
@@ -70,10 +70,17 @@ def owner_of(hold_id: str) -> str:
 
 
 class HoldUseCases:
-    def __init__(self, events: EventUseCases, holds: HoldStore, hold_ttl_seconds: int) -> None:
+    def __init__(
+        self,
+        events: EventUseCases,
+        holds: HoldStore,
+        hold_ttl_seconds: int,
+        require_verified_email: bool = False,
+    ) -> None:
         self._events = events
         self._holds = holds
         self._ttl_ms = hold_ttl_seconds * 1000
+        self._require_verified_email = require_verified_email
 
     async def create(
         self,
@@ -83,6 +90,8 @@ class HoldUseCases:
         best: tuple[Tier | None, int] | None,
         request_id: str,
     ) -> HoldView:
+        if self._require_verified_email:
+            require_verified_email(who)
         info = await self._events.event_info(event_id)
         self._events.check_on_sale(info)
         if seat_ids and best is not None:

@@ -191,12 +191,18 @@ def test_malformed_verifications_are_400_with_field_violations(
 
 @pytest.fixture(scope="module")
 def strict_edge(mesh: Mesh) -> Iterator[Edge]:
-    """A booking service run with REQUIRE_VERIFIED_EMAIL=true, behind an Envoy of its own."""
-    booking_addr = f"127.0.0.1:{free_port()}"
+    """Booking and event services run with REQUIRE_VERIFIED_EMAIL=true, behind an
+    Envoy of their own."""
+    booking_addr, event_addr = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     mesh.start_service(
         "booking",
         name="booking-verified",
         env={"BOOKING_GRPC_ADDR": booking_addr, "REQUIRE_VERIFIED_EMAIL": "true"},
+    )
+    mesh.start_service(
+        "event",
+        name="event-verified",
+        env={"EVENT_GRPC_ADDR": event_addr, "REQUIRE_VERIFIED_EMAIL": "true"},
     )
     port = free_port()
     mesh.start_envoy(
@@ -205,10 +211,12 @@ def strict_edge(mesh: Mesh) -> Iterator[Edge]:
             "EDGE_PORT": str(port),
             "EDGE_ADMIN_PORT": str(free_port()),
             "BOOKING_GRPC_ADDR": booking_addr,
+            "EVENT_GRPC_ADDR": event_addr,
         },
     )
     yield Edge(f"http://127.0.0.1:{port}")
     mesh.stop("envoy-verified")
+    mesh.stop("event-verified")
     mesh.stop("booking-verified")
 
 
@@ -222,6 +230,11 @@ def test_require_verified_email_refuses_unverified_buyers(
     refused = book(strict_edge, buyer.access_token, event.body["event_id"], ["vip-1-1"])
     assert_error(refused, 400)
     assert refused.reason == "EMAIL_NOT_VERIFIED"
+    hold = {"seat_ids": ["vip-1-2"], "request_id": "strict-hold"}
+    holds = f"/v1/events/{event.body['event_id']}/holds"
+    not_held = strict_edge.post(holds, hold, token=buyer.access_token)
+    assert_error(not_held, 400)
+    assert not_held.reason == "EMAIL_NOT_VERIFIED"
 
     code = next_code(mail_sink, buyer.email, VERIFICATION)
     assert (
@@ -231,6 +244,8 @@ def test_require_verified_email_refuses_unverified_buyers(
     assert book(strict_edge, buyer.access_token, event.body["event_id"], ["vip-1-1"]).status == 400
     renewed = strict_edge.post("/v1/auth/refresh", {"refresh_token": buyer.refresh_token})
     booked = book(strict_edge, renewed.body["access_token"], event.body["event_id"], ["vip-1-1"])
+    held = strict_edge.post(holds, hold, token=renewed.body["access_token"])
+    assert held.status == 200, held.body
     assert booked.status == 200, booked.body
     assert booked.body["state"] == "BOOKING_STATE_CONFIRMED"
 
