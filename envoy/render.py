@@ -316,11 +316,12 @@ def routes() -> list[dict[str, Any]]:
             # The descriptor each request brings: its client's address.
             route["route"]["rate_limits"] = [{"actions": [{"remote_address": {}}]}]
         table.append(route)
-    openapi = REPO_ROOT / "gen" / "openapi.json"
+    # Where the served image keeps it (not this checkout's path: scripts/k8s.py sets /app's).
+    openapi = ENV.text("ENVOY_OPENAPI_DOCUMENT", str(REPO_ROOT / "gen" / "openapi.json"))
     table.append(
         {
             "match": {"path": "/openapi.json"},
-            "direct_response": {"status": 200, "body": {"filename": str(openapi)}},
+            "direct_response": {"status": 200, "body": {"filename": openapi}},
             "typed_per_filter_config": transcoder_disabled(),
             "response_headers_to_add": [
                 {"header": {"key": "content-type", "value": "application/json"}}

@@ -98,6 +98,7 @@ CLUSTER_SETTINGS = {
     "SMTP_HOST": "smtp",
     "SMTP_PORT": "25",
     "ENVOY_DESCRIPTOR_SET": f"{APP_DIR}/gen/descriptors.binpb",
+    "ENVOY_OPENAPI_DOCUMENT": f"{APP_DIR}/gen/openapi.json",
     "EDGE_PORT": str(EDGE_PORT),
     "EDGE_LISTEN_ADDRESS": "0.0.0.0",
     "EDGE_ADMIN_PORT": str(EDGE_ADMIN_PORT),
