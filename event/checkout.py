@@ -30,10 +30,13 @@ from runtime.identity import Caller, require_verified_email
 # so a retry finds it.
 _HOLD_NAMESPACE = uuid.UUID("0b5c7f0e-3d4a-4c55-9a53-6f3e2a1d9c88")
 MAX_RENEWALS = 2
-# Best-available reads free seats front rows first, this many at a time, up to
-# this many times, to find a row with the seats side by side.
-BEST_AVAILABLE_CHUNK = 250
-BEST_AVAILABLE_CHUNKS = 8
+# Best-available reads unsold seats front rows first, in chunks that start
+# small (right after the cursor the seats are mostly free) and double, up to
+# this many seats among chunks with a free seat, to find a row with the seats
+# side by side.
+BEST_AVAILABLE_FIRST_CHUNK = 32
+BEST_AVAILABLE_LARGEST_CHUNK = 256
+BEST_AVAILABLE_SEARCHED = 2000
 # A concurrent retry of the same request waits this long for the first to finish.
 CREATE_WAIT_SECONDS = 5.0
 ADJACENT, SPLIT = "ADJACENT", "SPLIT"
@@ -175,38 +178,49 @@ class HoldUseCases:
     async def _hold_best(
         self, info: EventInfo, hold_id: str, who: Caller, tier: Tier | None, quantity: int
     ) -> tuple[Hold, list[SeatRef], str]:
-        """Reads the tier's unsold seats front rows first, a chunk at a time, and
-        lets the hold script take `quantity` side by side among each chunk's
-        free ones; if no chunk has them, the front-most free seats."""
+        """Reads the tier's unsold seats front rows first, a chunk at a time from
+        where the tier's cursor says the free ones begin, and lets the hold script
+        take `quantity` side by side among each chunk's free ones; if no chunk
+        has them, the front-most free seats. Chunks with no free seat at all do
+        not count against the chunks searched: they only move the cursor on, so
+        a sold-out front is walked once, not by every caller."""
         assert tier is not None
         owner, ttl = owner_of(hold_id), self._ttl_ms
-        pages: list[list[SeatRef]] = []
-        after: SeatRef | None = None
+        after = await self._holds.cursor(str(info.event_id), tier)
+        with_free_seats: list[tuple[str, list[SeatRef]]] = []
+        searched, chunk = 0, BEST_AVAILABLE_FIRST_CHUNK
         async with self._events.engine.connect() as conn:
             catalog = Catalog(conn)
-            for _ in range(BEST_AVAILABLE_CHUNKS):
+            while searched < BEST_AVAILABLE_SEARCHED:
                 page = [
                     seat
                     for seat, _ in await catalog.seats_page(
-                        info.event_id, tier, AVAILABLE, after, BEST_AVAILABLE_CHUNK
+                        info.event_id,
+                        tier,
+                        AVAILABLE,
+                        domain.parse_seat_id(after) if after else None,
+                        chunk,
                     )
                 ]
                 if not page:
                     break
-                pages.append(page)
                 taken = await self._events.hold_best(
-                    info, page, quantity, True, owner, ttl, who.user_id
+                    info, tier, after, page, quantity, True, owner, ttl, who.user_id
                 )
-                if taken is not None:
+                if not isinstance(taken, int):
                     return taken[0], taken[1], ADJACENT
-                if len(page) < BEST_AVAILABLE_CHUNK:
+                if taken < len(page):
+                    with_free_seats.append((after, page))
+                    searched += len(page)
+                if len(page) < chunk:
                     break
-                after = page[-1]
-        for page in pages:  # no row has them side by side: the front-most free ones
+                after = page[-1].seat_id
+                chunk = min(2 * chunk, BEST_AVAILABLE_LARGEST_CHUNK)
+        for after, page in with_free_seats:  # no row has them side by side
             taken = await self._events.hold_best(
-                info, page, quantity, False, owner, ttl, who.user_id
+                info, tier, after, page, quantity, False, owner, ttl, who.user_id
             )
-            if taken is not None:
+            if not isinstance(taken, int):
                 return taken[0], taken[1], SPLIT
         raise seats_unavailable([f"{quantity} {tier.slug} seats"])
 

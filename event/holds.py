@@ -50,21 +50,31 @@ from runtime.tasks import periodically
 # different seats instead of racing for the same ones. The candidates are seats
 # PostgreSQL says are unsold, in seat-map order; the script skips those held (or
 # marked sold) and takes the first `quantity` side by side in one row, or, in
-# mode 'any', the first `quantity` free ones. KEYS: fence, markers-complete
-# flag, owners, hold keys (m), held sets (m). ARGV: owner, ttl_ms, user, limit,
-# key prefix, quantity, mode ('adjacent' or 'any'), candidate seat ids (m).
+# mode 'any', the first `quantity` free ones.
+#
+# Per tier a cursor `ev:{event}:held:<tier>:cursor` names the seat before which
+# none is free, so a sale whose front rows are held does not read them again
+# for every caller: the script moves it past the candidates it finds taken
+# (those just taken included), when the candidates begin where it stood (a
+# compare-and-set on its value, '' for none), and gives it the earliest expiry
+# of the holds it passed, so it lapses before any of them does. Every script
+# that frees a seat (release, drop, unmark) deletes its tier's cursor.
+# KEYS: fence, markers-complete flag, owners, cursor, hold keys (m), held sets
+# (m). ARGV: owner, ttl_ms, user, limit, key prefix, quantity, mode ('adjacent'
+# or 'any'), the cursor the candidates follow, candidate seat ids (m).
 # Returns {-1} (rebuild first), {-2, seats counted} (over the user's limit),
-# {0} (no such seats among the candidates), or {1, fencing token, expiry, seat ids}.
+# {0, leading candidates taken} (no such seats among the candidates), or
+# {1, fencing token, expiry, seat ids}.
 _LOCK_BEST = """
 if redis.call('EXISTS', KEYS[1], KEYS[2]) < 2 then return {-1} end
-local m = (#KEYS - 3) / 2
+local m = (#KEYS - 4) / 2
 local owner, ttl, user, limit = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
-local quantity, mode = tonumber(ARGV[6]), ARGV[7]
+local quantity, mode, after = tonumber(ARGV[6]), ARGV[7], ARGV[8]
 local chosen, run, last_row, last_number = nil, {}, nil, nil
 local free = {}
 for i = 1, m do
-  if not redis.call('GET', KEYS[3 + i]) then
-    local id = ARGV[7 + i]
+  if not redis.call('GET', KEYS[4 + i]) then
+    local id = ARGV[8 + i]
     local row, number = string.match(id, '-(%d+)-(%d+)$')
     row, number = tonumber(row), tonumber(number)
     if row ~= last_row or number ~= last_number + 1 then run = {} end
@@ -75,30 +85,45 @@ for i = 1, m do
   end
 end
 if not chosen and mode == 'any' and #free == quantity then chosen = free end
-if not chosen then return {0} end
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local userkey = ARGV[5] .. 'user:' .. user
-if user ~= '' then
-  redis.call('ZREMRANGEBYSCORE', userkey, '-inf', now)
-  if limit > 0 then
-    local counted = redis.call('ZCARD', userkey)
-    if counted + quantity > limit then return {-2, counted} end
+local reply = nil
+if chosen then
+  local clock = redis.call('TIME')
+  local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  local userkey = ARGV[5] .. 'user:' .. user
+  if user ~= '' then
+    redis.call('ZREMRANGEBYSCORE', userkey, '-inf', now)
+    if limit > 0 then
+      local counted = redis.call('ZCARD', userkey)
+      if counted + quantity > limit then return {-2, counted} end
+    end
   end
+  local expiry = now + ttl
+  reply = {1, 0, expiry}
+  for _, i in ipairs(chosen) do
+    local id = ARGV[8 + i]
+    redis.call('SET', KEYS[4 + i], owner, 'PX', ttl)
+    redis.call('ZREMRANGEBYSCORE', KEYS[4 + m + i], '-inf', now)
+    redis.call('ZADD', KEYS[4 + m + i], expiry, id)
+    if user ~= '' then redis.call('ZADD', userkey, expiry, id) end
+    reply[#reply + 1] = id
+  end
+  if user ~= '' then redis.call('HSET', KEYS[3], owner, user) end
+  reply[2] = redis.call('INCR', KEYS[1])
 end
-local expiry = now + ttl
-local reply = {1, 0, expiry}
-for _, i in ipairs(chosen) do
-  local id = ARGV[7 + i]
-  redis.call('SET', KEYS[3 + i], owner, 'PX', ttl)
-  redis.call('ZREMRANGEBYSCORE', KEYS[3 + m + i], '-inf', now)
-  redis.call('ZADD', KEYS[3 + m + i], expiry, id)
-  if user ~= '' then redis.call('ZADD', userkey, expiry, id) end
-  reply[#reply + 1] = id
+local passed, lapse = 0, ttl
+for i = 1, m do
+  local left = redis.call('PTTL', KEYS[4 + i])
+  if left == -2 then break end  -- free: the cursor stops before it
+  if left >= 0 then lapse = math.min(lapse, left) end  -- a sold marker never lapses
+  passed = i
 end
-if user ~= '' then redis.call('HSET', KEYS[3], owner, user) end
-reply[2] = redis.call('INCR', KEYS[1])
-return reply
+if passed > 0 and (redis.call('GET', KEYS[4]) or '') == after then
+  local left = redis.call('PTTL', KEYS[4])
+  if left >= 0 then lapse = math.min(lapse, left) end
+  if lapse > 0 then redis.call('SET', KEYS[4], ARGV[8 + passed], 'PX', lapse) end
+end
+if chosen then return reply end
+return {0, passed}
 """
 
 # KEYS: fence, markers-complete flag, owners, hold keys (n), held sets (n).
@@ -173,7 +198,7 @@ local released = {}
 local user = redis.call('HGET', KEYS[1], ARGV[1])
 for i = 1, n do
   if redis.call('GET', KEYS[1 + i]) == ARGV[1] then
-    redis.call('DEL', KEYS[1 + i])
+    redis.call('DEL', KEYS[1 + i], KEYS[1 + n + i] .. ':cursor')
     redis.call('ZREM', KEYS[1 + n + i], ARGV[2 + i])
     if user then redis.call('ZREM', ARGV[2] .. 'user:' .. user, ARGV[2 + i]) end
     released[#released + 1] = ARGV[2 + i]
@@ -236,12 +261,13 @@ return 1
 """
 
 # After a sale is undone, or to drop markers PostgreSQL disowns: deletes each
-# key still holding its marker. KEYS: hold keys (n). ARGV: markers (n).
+# key still holding its marker. KEYS: hold keys (n), their tiers' cursors (n).
+# ARGV: markers (n).
 _UNMARK_SOLD = """
-local cleared = 0
-for i = 1, #KEYS do
+local cleared, n = 0, #KEYS / 2
+for i = 1, n do
   if redis.call('GET', KEYS[i]) == ARGV[i] then
-    redis.call('DEL', KEYS[i])
+    redis.call('DEL', KEYS[i], KEYS[n + i])
     cleared = cleared + 1
   end
 end
@@ -360,7 +386,7 @@ if f[4] ~= '' then return {0, 'HOLD_USED'} end
 local userkey = ARGV[2] .. 'user:' .. ARGV[1]
 for i = 1, n do
   if redis.call('GET', KEYS[2 + i]) == f[2] then
-    redis.call('DEL', KEYS[2 + i])
+    redis.call('DEL', KEYS[2 + i], KEYS[2 + n + i] .. ':cursor')
     redis.call('ZREM', KEYS[2 + n + i], ARGV[2 + i])
     redis.call('ZREM', userkey, ARGV[2 + i])
   end
@@ -459,6 +485,11 @@ class HoldStore:
     def _held_key(event_id: str, tier: Tier) -> str:
         return f"ev:{{{event_id}}}:held:{tier.slug}"
 
+    @classmethod
+    def _cursor_key(cls, event_id: str, tier: Tier) -> str:
+        # The scripts that free seats name it so from the held set's key.
+        return cls._held_key(event_id, tier) + ":cursor"
+
     def _keys(self, event_id: str, seats: Sequence[SeatRef]) -> list[str]:
         return [self._hold_key(event_id, s) for s in seats] + [
             self._held_key(event_id, s.tier) for s in seats
@@ -527,6 +558,8 @@ class HoldStore:
     async def lock_best(
         self,
         event_id: str,
+        tier: Tier,
+        after: str,
         candidates: Sequence[SeatRef],
         quantity: int,
         adjacent_only: bool,
@@ -534,26 +567,34 @@ class HoldStore:
         ttl_ms: int,
         user: str,
         limit: int,
-    ) -> tuple[Hold, list[str]] | OverLimit | None:
+    ) -> tuple[Hold, list[str]] | OverLimit | int:
         """Holds the first `quantity` free candidates side by side in one row (or,
-        unless adjacent_only, the first free ones); None if the candidates have
-        no such seats."""
+        unless adjacent_only, the first free ones); if they have no such seats,
+        how many leading candidates are taken. The candidates are the tier's
+        seats that follow the seat `after` ('' from the front)."""
         keys = [
             self._fence_key(event_id),
             self._markers_key(event_id),
             self._owners_key(event_id),
+            self._cursor_key(event_id, tier),
             *self._keys(event_id, candidates),
         ]
         args = [owner, ttl_ms, user, limit, self._prefix(event_id), quantity]
-        args += ["adjacent" if adjacent_only else "any", *(s.seat_id for s in candidates)]
+        args += ["adjacent" if adjacent_only else "any", after]
+        args += [s.seat_id for s in candidates]
         reply = await self._call(self._lock_best, keys, args)
         if reply[0] == -1:
             raise MarkersMissing(event_id)
         if reply[0] == -2:
             return OverLimit(int(reply[1]))
         if reply[0] == 0:
-            return None
+            return int(reply[1])
         return Hold(int(reply[1]), int(reply[2])), [str(s) for s in reply[3:]]
+
+    async def cursor(self, event_id: str, tier: Tier) -> str:
+        """The tier's seat before which none is free ('' if unknown)."""
+        key = self._cursor_key(event_id, tier)
+        return await self._guard(lambda: self._redis.get(key)) or ""
 
     async def restore(self, event_id: str, sold: Iterable[str], fence_floor: int) -> int | None:
         """Marks sold every seat of `sold` (texts of "seat_id booking_id" pairs,
@@ -576,11 +617,9 @@ class HoldStore:
 
     async def drop_markers(self, event_id: str, markers: dict[SeatRef, str]) -> None:
         """Deletes these markers where they still stand (PostgreSQL says unsold)."""
-        await self._call(
-            self._unmark_sold,
-            [self._hold_key(event_id, seat) for seat in markers],
-            list(markers.values()),
-        )
+        keys = [self._hold_key(event_id, seat) for seat in markers]
+        keys += [self._cursor_key(event_id, seat.tier) for seat in markers]
+        await self._call(self._unmark_sold, keys, list(markers.values()))
 
     async def release(self, event_id: str, seats: Sequence[SeatRef], owner: str) -> list[str]:
         keys = [self._owners_key(event_id), *self._keys(event_id, seats)]

@@ -331,21 +331,32 @@ class EventUseCases:
     async def hold_best(
         self,
         info: EventInfo,
+        tier: Tier,
+        after: str,
         candidates: Sequence[SeatRef],
         quantity: int,
         adjacent_only: bool,
         owner: str,
         ttl_ms: int,
         user: str,
-    ) -> tuple[Hold, list[SeatRef]] | None:
+    ) -> tuple[Hold, list[SeatRef]] | int:
         """Best-available among the candidates (event.holds.HoldStore.lock_best);
-        None if they have no such seats."""
+        if they have no such seats, how many leading ones are taken."""
         await self._pay_marks_owed()
         event_id, limit = str(info.event_id), info.max_tickets_per_user
         for attempt in range(2):
             try:
                 outcome = await self._holds.lock_best(
-                    event_id, candidates, quantity, adjacent_only, owner, ttl_ms, user, limit
+                    event_id,
+                    tier,
+                    after,
+                    candidates,
+                    quantity,
+                    adjacent_only,
+                    owner,
+                    ttl_ms,
+                    user,
+                    limit,
                 )
                 break
             except MarkersMissing as missing:
@@ -354,8 +365,8 @@ class EventUseCases:
                 await self._restore_markers(info.event_id)
         if isinstance(outcome, OverLimit):
             raise ticket_limit_exceeded(info, outcome.counted)
-        if outcome is None:
-            return None
+        if isinstance(outcome, int):
+            return outcome
         self._availability.pop(info.event_id, None)
         hold, seat_ids = outcome
         return hold, [s for s in map(domain.parse_seat_id, seat_ids) if s is not None]

@@ -176,6 +176,20 @@ def test_best_available_prefers_seats_side_by_side(edge: Edge, event: dict) -> N
     assert none_left.status == 409 and none_left.reason == "SEAT_UNAVAILABLE"
 
 
+def test_best_available_offers_front_seats_again_once_released(edge: Edge, event: dict) -> None:
+    """Best-available starts where the tier's free seats begin (a cursor in
+    Redis); releasing front seats must bring the search back to them."""
+    buyer = register_and_login(edge, "front")
+    standard = {"tier": "TIER_STANDARD", "quantity": 4}
+    holds = [hold(edge, buyer.access_token, event["event_id"], best_available=standard).body]
+    holds.append(hold(edge, buyer.access_token, event["event_id"], best_available=standard).body)
+    assert [s["seat_id"] for s in holds[1]["seats"]] == [f"standard-1-{n}" for n in (5, 6, 7, 8)]
+    path = f"/v1/holds/{holds[0]['hold_id']}"
+    assert edge.call("DELETE", path, token=buyer.access_token).status == 200
+    again = hold(edge, buyer.access_token, event["event_id"], best_available=standard)
+    assert [s["seat_id"] for s in again.body["seats"]] == [f"standard-1-{n}" for n in (1, 2, 3, 4)]
+
+
 def test_a_hold_renews_a_bounded_number_of_times_and_releases_at_once(
     edge: Edge, event: dict
 ) -> None:
