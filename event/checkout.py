@@ -189,33 +189,22 @@ class HoldUseCases:
         after = await self._holds.cursor(str(info.event_id), tier)
         with_free_seats: list[tuple[str, list[SeatRef]]] = []
         searched, chunk = 0, BEST_AVAILABLE_FIRST_CHUNK
-        async with self._events.engine.connect() as conn:
-            catalog = Catalog(conn)
-            while searched < BEST_AVAILABLE_SEARCHED:
-                page = [
-                    seat
-                    for seat, _ in await catalog.seats_page(
-                        info.event_id,
-                        tier,
-                        AVAILABLE,
-                        domain.parse_seat_id(after) if after else None,
-                        chunk,
-                    )
-                ]
-                if not page:
-                    break
-                taken = await self._events.hold_best(
-                    info, tier, after, page, quantity, True, owner, ttl, who.user_id
-                )
-                if not isinstance(taken, int):
-                    return taken[0], taken[1], ADJACENT
-                if taken < len(page):
-                    with_free_seats.append((after, page))
-                    searched += len(page)
-                if len(page) < chunk:
-                    break
-                after = page[-1].seat_id
-                chunk = min(2 * chunk, BEST_AVAILABLE_LARGEST_CHUNK)
+        while searched < BEST_AVAILABLE_SEARCHED:
+            page = await self._unsold_seats(info, tier, after, chunk)
+            if not page:
+                break
+            taken = await self._events.hold_best(
+                info, tier, after, page, quantity, True, owner, ttl, who.user_id
+            )
+            if not isinstance(taken, int):
+                return taken[0], taken[1], ADJACENT
+            if taken < len(page):
+                with_free_seats.append((after, page))
+                searched += len(page)
+            if len(page) < chunk:
+                break
+            after = page[-1].seat_id
+            chunk = min(2 * chunk, BEST_AVAILABLE_LARGEST_CHUNK)
         for after, page in with_free_seats:  # no row has them side by side
             taken = await self._events.hold_best(
                 info, tier, after, page, quantity, False, owner, ttl, who.user_id
@@ -223,6 +212,16 @@ class HoldUseCases:
             if not isinstance(taken, int):
                 return taken[0], taken[1], SPLIT
         raise seats_unavailable([f"{quantity} {tier.slug} seats"])
+
+    async def _unsold_seats(
+        self, info: EventInfo, tier: Tier, after: str, limit: int
+    ) -> list[SeatRef]:
+        # A connection per read, not kept across the hold script: sixteen callers
+        # at once would otherwise outgrow the pool and open connections per call.
+        async with self._events.engine.connect() as conn:
+            start = domain.parse_seat_id(after) if after else None
+            rows = await Catalog(conn).seats_page(info.event_id, tier, AVAILABLE, start, limit)
+        return [seat for seat, _ in rows]
 
     async def _record(self, user_id: str, hold_id: str) -> tuple[EventInfo, dict[str, str]]:
         parse_uuid(hold_id, "hold_id")
