@@ -210,26 +210,27 @@ return released
 
 # Before a sale: every hold must still be the owner's (or already be this
 # booking's sale); each is stretched to at least min_ttl so it cannot lapse
-# while PostgreSQL commits. KEYS: hold keys (n), held sets (n).
-# ARGV: owner, sold marker, min_ttl_ms, seat ids (n). Returns the seats lost.
+# while PostgreSQL commits. KEYS: owners, hold keys (n), held sets (n).
+# ARGV: owner, sold marker, min_ttl_ms, seat ids (n). Returns the owner's user
+# ('' if unknown, for PostgreSQL to record as the buyer), then the seats lost.
 _VERIFY = """
-local n = #KEYS / 2
+local n = (#KEYS - 1) / 2
 local owner, marker, min_ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local lost = {}
+local reply = {redis.call('HGET', KEYS[1], owner) or ''}
 for i = 1, n do
-  local holder = redis.call('GET', KEYS[i])
-  if holder ~= owner and holder ~= marker then lost[#lost + 1] = ARGV[3 + i] end
+  local holder = redis.call('GET', KEYS[1 + i])
+  if holder ~= owner and holder ~= marker then reply[#reply + 1] = ARGV[3 + i] end
 end
-if #lost > 0 then return lost end
+if #reply > 1 then return reply end
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 for i = 1, n do
-  if redis.call('GET', KEYS[i]) == owner and redis.call('PTTL', KEYS[i]) < min_ttl then
-    redis.call('PEXPIRE', KEYS[i], min_ttl)
-    redis.call('ZADD', KEYS[n + i], now + min_ttl, ARGV[3 + i])
+  if redis.call('GET', KEYS[1 + i]) == owner and redis.call('PTTL', KEYS[1 + i]) < min_ttl then
+    redis.call('PEXPIRE', KEYS[1 + i], min_ttl)
+    redis.call('ZADD', KEYS[1 + n + i], now + min_ttl, ARGV[3 + i])
   end
 end
-return lost
+return reply
 """
 
 # After a sale commits: the seats marked sold, and counted as the buyer's for good.
@@ -275,22 +276,28 @@ return cleared
 """
 
 # Rebuilding markers from PostgreSQL, thousands of seats a call: the seats come
-# as one text of "seat_id booking_id" pairs (SalePath.sold_markers), so neither
-# side makes an object per seat. The hold keys are named here from their
-# prefix, under the event's hash tag. A rebuild's own key (set when it begins)
-# is gone if Redis lost its data since: then the pairs are not written.
-# KEYS: the rebuild's key. ARGV: hold key prefix, sold marker prefix, pairs.
+# as one text of "seat_id booking_id buyer_id" triples (SalePath.sold_markers),
+# so neither side makes an object per seat; a known buyer's seats count towards
+# their ticket limit again, for good. The hold keys are named here from their
+# prefix, the user keys from the event's, all under the event's hash tag. A
+# rebuild's own key (set when it begins) is gone if Redis lost its data since:
+# then the triples are not written. KEYS: the rebuild's key, buyers.
+# ARGV: hold key prefix, sold marker prefix, event key prefix, triples.
 # Returns the seats marked, or -1.
 _RESTORE_SOLD = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local n, batch = 0, {}
-for seat, booking in string.gmatch(ARGV[3], '(%S+) (%S+)') do
+for seat, booking, buyer in string.gmatch(ARGV[4], '(%S+) (%S+) (%S+)') do
   batch[#batch + 1] = ARGV[1] .. seat
   batch[#batch + 1] = ARGV[2] .. booking
   n = n + 1
   if #batch == 1000 then  -- one MSET per 500 seats: far fewer calls, within Lua's stack
     redis.call('MSET', unpack(batch))
     batch = {}
+  end
+  if buyer ~= '-' then
+    redis.call('ZADD', ARGV[3] .. 'user:' .. buyer, '+inf', seat)
+    redis.call('HSET', KEYS[2], booking, buyer)
   end
 end
 if #batch > 0 then redis.call('MSET', unpack(batch)) end
@@ -597,18 +604,19 @@ class HoldStore:
         return await self._guard(lambda: self._redis.get(key)) or ""
 
     async def restore(self, event_id: str, sold: Iterable[str], fence_floor: int) -> int | None:
-        """Marks sold every seat of `sold` (texts of "seat_id booking_id" pairs,
-        as SalePath.sold_markers reads them), then raises the fence counter to
-        `fence_floor` and declares the markers complete: the seats marked. None,
-        with nothing declared, if Redis lost its data again meanwhile (the
-        markers written before are gone): rebuild again."""
+        """Marks sold every seat of `sold` (texts of "seat_id booking_id buyer_id"
+        triples, as SalePath.sold_markers reads them), each counted as its
+        buyer's, then raises the fence counter to `fence_floor` and declares the
+        markers complete: the seats marked. None, with nothing declared, if
+        Redis lost its data again meanwhile (the markers written before are
+        gone): rebuild again."""
         rebuild = f"{self._prefix(event_id)}rebuild:{fence_floor}"
         await self._guard(lambda: self._redis.set(rebuild, "1", px=REBUILD_KEY_TTL_MS))
         marked = 0
-        for pairs in sold:
-            written = await self._call(
-                self._restore_sold, [rebuild], [self._hold_prefix(event_id), SOLD, pairs]
-            )
+        keys = [rebuild, self._buyers_key(event_id)]
+        for triples in sold:
+            args = [self._hold_prefix(event_id), SOLD, self._prefix(event_id), triples]
+            written = await self._call(self._restore_sold, keys, args)
             if written < 0:
                 return None
             marked += written
@@ -628,10 +636,13 @@ class HoldStore:
 
     async def verify(
         self, event_id: str, seats: Sequence[SeatRef], owner: str, booking_id: str, min_ttl_ms: int
-    ) -> list[str]:
-        """Seats whose hold is no longer the owner's; the others are extended."""
+    ) -> tuple[str, list[str]]:
+        """The owner's user ('' if unknown) and the seats whose hold is no longer
+        the owner's; if there are none, every hold is extended."""
+        keys = [self._owners_key(event_id), *self._keys(event_id, seats)]
         args = [owner, sold_marker(booking_id), min_ttl_ms, *(s.seat_id for s in seats)]
-        return list(await self._call(self._verify, self._keys(event_id, seats), args))
+        user, *lost = await self._call(self._verify, keys, args)
+        return str(user), [str(s) for s in lost]
 
     async def mark_sold(
         self, event_id: str, seats: Sequence[SeatRef], booking_id: str, owner: str = ""

@@ -104,6 +104,9 @@ seats = sa.Table(
     sa.Column("number", sa.Integer, primary_key=True),
     sa.Column("status", sa.Text, nullable=False, server_default=AVAILABLE),
     sa.Column("booking_id", pg.UUID(as_uuid=True)),
+    # Whose the seat is once sold (when the hold named its user): Redis's
+    # per-user ticket counts are rebuilt from it after Redis loses its data.
+    sa.Column("buyer_id", pg.UUID(as_uuid=True)),
     # The highest fencing token that ever sold this seat: a stale holder
     # (smaller token) can never sell it again.
     sa.Column("fence", sa.BigInteger, nullable=False, server_default="0"),
@@ -434,7 +437,7 @@ class Catalog:
                     seats.c.booking_id == booking_id,
                     seats.c.status == SOLD,
                 )
-                .values(status=AVAILABLE, booking_id=None)
+                .values(status=AVAILABLE, booking_id=None, buyer_id=None)
                 .returning(*_SEAT_KEY)
             )
         ]
@@ -585,14 +588,21 @@ class SalePath:
         self._db = db
 
     async def sell(
-        self, event_id: uuid.UUID, seat_list: Sequence[SeatRef], booking_id: uuid.UUID, fence: int
+        self,
+        event_id: uuid.UUID,
+        seat_list: Sequence[SeatRef],
+        booking_id: uuid.UUID,
+        fence: int,
+        buyer: uuid.UUID | None,
     ) -> bool:
-        """Sells every seat to the booking, or (returning False) none of them;
-        FailedPrecondition EVENT_CANCELLED once the event is cancelled."""
+        """Sells every seat to the booking (and its buyer, when known), or
+        (returning False) none of them; FailedPrecondition EVENT_CANCELLED once
+        the event is cancelled."""
         try:
             row = await self._db.fetchone(
-                "SELECT sell_seats(%s, %s::smallint[], %s::int[], %s::int[], %s, %s) AS sold",
-                (event_id, *_columns(seat_list), booking_id, fence),
+                "SELECT sell_seats(%s, %s::smallint[], %s::int[], %s::int[], %s, %s, %s::uuid)"
+                " AS sold",
+                (event_id, *_columns(seat_list), booking_id, fence, buyer),
             )
         except pg_errors.DatabaseError as error:
             if error.sqlstate != EVENT_NOT_ON_SALE:
@@ -624,22 +634,25 @@ class SalePath:
     async def sold_markers(
         self, event_id: uuid.UUID, per_text: int = MARKERS_PER_TEXT
     ) -> list[str]:
-        """Every sold seat of the event with the booking that bought it, as the
-        hold store's rebuild takes them: texts of up to `per_text` "seat_id
-        booking_id" pairs. PostgreSQL writes the texts; a row and two objects
-        per seat took seconds for 60,000 sold seats, with every hold waiting."""
+        """Every sold seat of the event with the booking and the buyer ('-' when
+        unknown) that bought it, as the hold store's rebuild takes them: texts
+        of up to `per_text` "seat_id booking_id buyer_id" triples. PostgreSQL
+        writes the texts; a row and two objects per seat took seconds for
+        60,000 sold seats, with every hold waiting."""
         rows = await self._db.fetchall(
             """
-            SELECT string_agg((%s::text[])[tier] || '-' || row || '-' || number
-                              || ' ' || booking_id, ' ') AS pairs
-              FROM (SELECT tier, row, number, booking_id, row_number() OVER () - 1 AS n
+            SELECT string_agg((%s::text[])[tier] || '-' || row || '-' || number || ' '
+                              || booking_id || ' ' || coalesce(buyer_id::text, '-'), ' ')
+                   AS triples
+              FROM (SELECT tier, row, number, booking_id, buyer_id,
+                           row_number() OVER () - 1 AS n
                       FROM seats WHERE event_id = %s AND status = %s) AS sold
              GROUP BY n / %s
             """,
             # A seat id names its tier by slug; arrays count from 1, as Tier does.
             ([t.slug for t in sorted(Tier)], event_id, SOLD, per_text),
         )
-        return [r.pairs for r in rows]
+        return [r.triples for r in rows]
 
     async def tier_counts(
         self, event_ids: Sequence[uuid.UUID]

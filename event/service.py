@@ -432,7 +432,7 @@ class EventUseCases:
             raise bad_field("owner_token", "is required")
         if fencing_token <= 0:
             raise bad_field("fencing_token", "must be the token LockSeat returned")
-        lost = await self._holds.verify(
+        buyer, lost = await self._holds.verify(
             str(info.event_id), seats, owner, booking_id, CONFIRM_GRACE_MS
         )
         if lost:
@@ -444,7 +444,10 @@ class EventUseCases:
                 return info, seats
             raise seats_unavailable(lost, FailedPrecondition, "HOLD_EXPIRED")
 
-        if not await self._sale_path.sell(info.event_id, seats, booking, fencing_token):
+        sold = await self._sale_path.sell(
+            info.event_id, seats, booking, fencing_token, uuid.UUID(buyer) if buyer else None
+        )
+        if not sold:
             already = set(await self._sold_to(info, booking))
             if not set(seats) <= already:  # else: a retry of a sale that committed
                 raise seats_unavailable(

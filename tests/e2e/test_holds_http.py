@@ -325,3 +325,28 @@ def test_the_ticket_limit_holds_under_sixteen_parallel_attempts(edge: Edge, orga
         for n in (1, 2, 3)
     ]
     assert [r.status for r in again] == [200] * freed + [400] * (3 - freed)
+
+
+def test_the_ticket_limit_counts_bought_seats_after_redis_lost_them(
+    edge: Edge, organizer: str, mesh: Mesh
+) -> None:
+    """Redis keeps the per-user counts; when it loses an event's keys, the
+    rebuild from PostgreSQL (which records each sold seat's buyer) restores
+    them, so a restart of Redis is no way past max_tickets_per_user."""
+    event = new_event(edge, organizer, max_tickets_per_user=2)
+    buyer = register_and_login(edge, "twice")
+    assert book(edge, buyer.access_token, event["event_id"], ["standard-1-1"]).status == 200
+    held = hold(edge, buyer.access_token, event["event_id"], seat_ids=["standard-1-2"])
+    assert book_hold(edge, buyer.access_token, held.body["hold_id"]).status == 200
+    store = redis.Redis.from_url(mesh.env["REDIS_URL"], decode_responses=True)
+    try:
+        for key in store.scan_iter(f"ev:{{{event['event_id']}}}:*"):
+            store.delete(key)  # the markers flag goes with them: the next hold rebuilds
+    finally:
+        store.close()
+    more = hold(edge, buyer.access_token, event["event_id"], seat_ids=["standard-1-3"])
+    assert (more.status, more.reason) == (400, "TICKET_LIMIT_EXCEEDED"), more.body
+    friend = register_and_login(edge, "notlimited")
+    theirs = hold(edge, friend.access_token, event["event_id"], seat_ids=["standard-1-3"])
+    assert theirs.status == 200, theirs.body
+    assert statuses(edge, event)["standard-1-2"] == "SOLD"

@@ -177,7 +177,7 @@ def test_racing_sales_of_one_seat_have_exactly_one_winner(mesh: Mesh) -> None:
             seat = [SeatRef(Tier.VIP, 1, 1)]
 
             async def sell(fence: int) -> bool:
-                return await harness.sale_path.sell(event_id, seat, uuid.uuid4(), fence)
+                return await harness.sale_path.sell(event_id, seat, uuid.uuid4(), fence, None)
 
             outcomes = await asyncio.gather(*(sell(f) for f in range(1, 9)))
             assert outcomes.count(True) == 1
@@ -241,7 +241,7 @@ def test_a_cancellation_waits_for_the_sales_in_flight_and_refuses_later_ones(mes
             assert cancelled.info.cancellation is not None
             with pytest.raises(ServiceError) as refused:
                 await harness.sale_path.sell(
-                    event_id, [SeatRef(Tier.STANDARD, 1, 2)], uuid.uuid4(), 2
+                    event_id, [SeatRef(Tier.STANDARD, 1, 2)], uuid.uuid4(), 2, None
                 )
             assert refused.value.reason == "EVENT_CANCELLED"
         finally:
