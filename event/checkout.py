@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from event import domain
 from event.domain import EventInfo, SeatRef, Tier
 from event.holds import HOLD_RECORD_RETENTION_MS, Hold, HoldStore
-from event.repository import AVAILABLE, Catalog
 from event.service import EventUseCases, HoldResult, seats_unavailable
 from runtime.errors import Conflict, FailedPrecondition, NotFound, bad_field, parse_uuid
 from runtime.identity import Caller, require_verified_email
@@ -190,7 +189,8 @@ class HoldUseCases:
         with_free_seats: list[tuple[str, list[SeatRef]]] = []
         searched, chunk = 0, BEST_AVAILABLE_FIRST_CHUNK
         while searched < BEST_AVAILABLE_SEARCHED:
-            page = await self._unsold_seats(info, tier, after, chunk)
+            start = domain.parse_seat_id(after) if after else None
+            page = await self._events.unsold_seats(info, tier, start, chunk)
             if not page:
                 break
             taken = await self._events.hold_best(
@@ -212,16 +212,6 @@ class HoldUseCases:
             if not isinstance(taken, int):
                 return taken[0], taken[1], SPLIT
         raise seats_unavailable([f"{quantity} {tier.slug} seats"])
-
-    async def _unsold_seats(
-        self, info: EventInfo, tier: Tier, after: str, limit: int
-    ) -> list[SeatRef]:
-        # A connection per read, not kept across the hold script: sixteen callers
-        # at once would otherwise outgrow the pool and open connections per call.
-        async with self._events.engine.connect() as conn:
-            start = domain.parse_seat_id(after) if after else None
-            rows = await Catalog(conn).seats_page(info.event_id, tier, AVAILABLE, start, limit)
-        return [seat for seat, _ in rows]
 
     async def _record(self, user_id: str, hold_id: str) -> tuple[EventInfo, dict[str, str]]:
         parse_uuid(hold_id, "hold_id")

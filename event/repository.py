@@ -612,6 +612,19 @@ class SalePath:
             ) from error
         return bool(row and row.sold)
 
+    async def unsold_after(
+        self, event_id: uuid.UUID, tier: Tier, after: SeatRef | None, limit: int
+    ) -> list[SeatRef]:
+        """The tier's unsold seats in seat-map order, those after `after` (all
+        if None): best-available's candidates, an index range of the key."""
+        row, number = (after.row, after.number) if after else (0, 0)
+        rows = await self._db.fetchall(
+            "SELECT tier, row, number FROM seats WHERE event_id = %s AND tier = %s "
+            "AND status = %s AND (row, number) > (%s, %s) ORDER BY row, number LIMIT %s",
+            (event_id, tier.value, AVAILABLE, row, number, limit),
+        )
+        return [_seat(r) for r in rows]
+
     async def sold_among(self, event_id: uuid.UUID, seat_list: Sequence[SeatRef]) -> set[SeatRef]:
         rows = await self._db.fetchall(
             f"SELECT tier, row, number FROM seats WHERE event_id = %s AND status = 'SOLD' "

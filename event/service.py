@@ -371,6 +371,11 @@ class EventUseCases:
         hold, seat_ids = outcome
         return hold, [s for s in map(domain.parse_seat_id, seat_ids) if s is not None]
 
+    async def unsold_seats(
+        self, info: EventInfo, tier: Tier, after: SeatRef | None, limit: int
+    ) -> list[SeatRef]:
+        return await self._sale_path.unsold_after(info.event_id, tier, after, limit)
+
     async def _hold(
         self, info: EventInfo, seats: Sequence[SeatRef], owner: str, ttl_ms: int, user: str
     ) -> Hold | Refusal | OverLimit:
