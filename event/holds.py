@@ -472,7 +472,6 @@ class HoldStore:
         self._claim = client.register_script(_CLAIM)
         self._renew = client.register_script(_RENEW)
         self._drop = client.register_script(_DROP)
-        self._create_record = client.register_script(_CREATE_RECORD)
 
     @classmethod
     def connect(cls, url: str) -> HoldStore:
@@ -664,13 +663,19 @@ class HoldStore:
     ) -> bool:
         """Writes a new hold's record; False if one exists (a retry of its request)."""
         pairs = [item for pair in fields.items() for item in pair]
-        created = await self._call(
-            self._create_record, [self._record_key(event_id, hold_id)], [ttl_ms, *pairs]
-        )
-        if created:
-            await self._guard(
-                lambda: self._redis.set(self._index_key(hold_id), event_id, px=ttl_ms)
-            )
+
+        async def create() -> list[Any]:
+            # One round trip. The index lives outside the event's hash tag, so it
+            # cannot be in the script; NX keeps a retry from repointing it. EVAL,
+            # not EVALSHA: a registered script in a pipeline costs a SCRIPT EXISTS
+            # round trip of its own each time.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                key = self._record_key(event_id, hold_id)
+                pipe.eval(_CREATE_RECORD, 1, key, ttl_ms, *pairs)
+                pipe.set(self._index_key(hold_id), event_id, px=ttl_ms, nx=True)
+                return await pipe.execute()
+
+        created, _ = await self._guard(create)
         return bool(created)
 
     async def update_record(
