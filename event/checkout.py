@@ -181,8 +181,8 @@ class HoldUseCases:
         where the tier's cursor says the free ones begin, and lets the hold script
         take `quantity` side by side among each chunk's free ones; if no chunk
         has them, the front-most free seats. Chunks with no free seat at all do
-        not count against the chunks searched: they only move the cursor on, so
-        a sold-out front is walked once, not by every caller."""
+        not count against the seats searched: they only move the cursor on, so
+        a taken front is walked once, not by every caller."""
         assert tier is not None
         owner, ttl = owner_of(hold_id), self._ttl_ms
         after = await self._holds.cursor(str(info.event_id), tier)
