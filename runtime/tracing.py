@@ -1,10 +1,13 @@
 """OpenTelemetry traces, on only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
 
 When it is (`http://collector:4317`), `configure` installs the SDK's tracer
-provider with a batching OTLP/gRPC exporter, the servers and clients get the
-`opentelemetry-instrumentation-grpc` interceptors (which carry the W3C
-`traceparent` in the RPC metadata), an outbox row keeps the `traceparent` of
-the transaction that wrote it (the relay sends it as a message header), and a
+provider with a batching OTLP/gRPC exporter, the servers get the
+`opentelemetry-instrumentation-grpc` interceptor (a span per RPC, the child of
+the W3C `traceparent` in the RPC metadata), the channels one that only sends
+the current span's `traceparent` along (no client span: the callee's span is
+the child of the caller's server span, three spans fewer a booking, and each
+call's work a third less), an outbox row keeps the `traceparent` of the
+transaction that wrote it (the relay sends it as a message header), and a
 consumer handles a message inside a span that is the child of it: a booking's
 email joins the booking's trace. Off (the default) nothing of OpenTelemetry
 is imported, no interceptor is added, and the per-message work is one check
@@ -15,6 +18,7 @@ the layers below the servicers use, reads the current trace context through it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -95,13 +99,33 @@ def server_interceptors() -> list[Any]:
 
 
 def client_interceptors() -> list[Any]:
-    """The grpc.aio channel interceptors tracing adds: each call a client span,
-    its context sent along as `traceparent`."""
+    """The grpc.aio channel interceptors tracing adds: each unary call carries
+    the current span's `traceparent`, and makes no span of its own."""
     if _provider is None:
         return []
-    from opentelemetry.instrumentation.grpc import aio_client_interceptors
+    return [_traceparent_sender()]
 
-    return aio_client_interceptors()
+
+@functools.cache
+def _traceparent_sender() -> Any:
+    # Defined on first use: grpc is not imported at module level (see above);
+    # one instance serves every channel, as it keeps no state.
+    import grpc.aio
+
+    class TraceparentSender(grpc.aio.UnaryUnaryClientInterceptor):
+        """The instrumentation's client interceptors would add a CLIENT span per
+        call (with its attributes, export and a done-callback) between two server
+        spans that already time the call; the trace keeps its shape without it."""
+
+        async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+            traceparent = current_traceparent()
+            if traceparent:
+                metadata = grpc.aio.Metadata(*(details.metadata or ()))
+                metadata.add(TRACEPARENT, traceparent)
+                details = details._replace(metadata=metadata)
+            return await continuation(details, request)
+
+    return TraceparentSender()
 
 
 def current_traceparent() -> str:

@@ -86,3 +86,56 @@ print("ok")
         [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60
     )
     assert ran.stdout.strip() == "ok", ran.stderr
+
+
+def test_a_call_sends_the_callers_span_and_makes_no_client_span() -> None:
+    """In a process of its own: a traced channel's call makes no span, and the
+    server's span of it is the child of the span the caller was in."""
+    probe = """
+import asyncio
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from runtime import tracing
+
+tracing.configure("booking", "http://127.0.0.1:9")
+memory = InMemorySpanExporter()
+trace.get_tracer_provider().add_span_processor(SimpleSpanProcessor(memory))
+
+
+async def echo(request, context):
+    return request
+
+
+async def main():
+    server = grpc.aio.server(interceptors=tracing.server_interceptors())
+    calls = {"Call": grpc.unary_unary_rpc_method_handler(echo)}
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("probe.Echo", calls)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel = grpc.aio.insecure_channel(
+        f"127.0.0.1:{port}", interceptors=tracing.client_interceptors()
+    )
+    with trace.get_tracer("test").start_as_current_span("CreateBooking") as caller:
+        reply = await channel.unary_unary("/probe.Echo/Call")(b"hi", metadata=(("x-id", "r"),))
+    await channel.close()
+    await server.stop(None)
+    assert reply == b"hi"
+    return caller
+
+
+caller = asyncio.run(main())
+served, made = sorted(memory.get_finished_spans(), key=lambda s: s.name != "/probe.Echo/Call")
+assert made.name == "CreateBooking", [s.name for s in memory.get_finished_spans()]
+assert served.kind == trace.SpanKind.SERVER
+assert served.parent.span_id == caller.get_span_context().span_id
+assert served.context.trace_id == caller.get_span_context().trace_id
+print("ok")
+"""
+    ran = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert ran.stdout.strip() == "ok", ran.stderr
