@@ -1,18 +1,19 @@
 """OpenTelemetry traces, on only when OTEL_EXPORTER_OTLP_ENDPOINT is set.
 
 When it is (`http://collector:4317`), `configure` installs the SDK's tracer
-provider with a batching OTLP/gRPC exporter, the servers get the
+provider with a batching OTLP/gRPC exporter; the servers get the
 `opentelemetry-instrumentation-grpc` interceptor (a span per RPC, the child of
-the W3C `traceparent` in the RPC metadata), the channels one that only sends
-the current span's `traceparent` along (no client span: the callee's span is
-the child of the caller's server span, three spans fewer a booking, and each
-call's work a third less), an outbox row keeps the `traceparent` of the
-transaction that wrote it (the relay sends it as a message header), and a
-consumer handles a message inside a span that is the child of it: a booking's
-email joins the booking's trace. Off (the default) nothing of OpenTelemetry
-is imported, no interceptor is added, and the per-message work is one check
-of a module flag. Nothing here imports grpc at module level: the outbox, which
-the layers below the servicers use, reads the current trace context through it.
+the W3C `traceparent` in the RPC metadata) and the channels one that only sends
+the current span's `traceparent` along, with no client span: the callee's span
+is the child of the caller's server span, so a booking makes three spans fewer
+and tracing costs its calls about 30% less CPU (bench/tracing_cpu.py). An
+outbox row keeps the `traceparent` of the transaction that wrote it (the relay
+sends it as a message header), and a consumer handles a message inside a span
+that is the child of it: a booking's email joins the booking's trace. Off (the
+default) nothing of OpenTelemetry is imported, no interceptor is added, and the
+per-message work is one check of a module flag. Nothing here imports grpc at
+module level: the outbox, which the layers below the servicers use, reads the
+current trace context through it.
 """
 
 from __future__ import annotations
