@@ -782,7 +782,10 @@ class HoldStore:
         now = f"({int(time.time() * 1000)}"
 
         async def count() -> int:
-            keys = [key async for key in self._redis.scan_iter("ev:*:held:*", count=1000)]
+            # Sorted sets only: a tier's best-available cursor (`...:held:<tier>:cursor`,
+            # a string) matches the pattern too, and ZCOUNT on it fails the count.
+            held = self._redis.scan_iter("ev:*:held:*", count=1000, _type="zset")
+            keys = [key async for key in held]
             if not keys:
                 return 0
             async with self._redis.pipeline(transaction=False) as pipe:
