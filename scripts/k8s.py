@@ -71,11 +71,11 @@ SCALED = ("event", "booking")  # the sale's hot path: HorizontalPodAutoscalers
 # them to the bench's numbers.
 RESOURCES = {
     "auth": ("300m", "2", "192Mi", "384Mi"),
-    "booking": ("750m", "1", "192Mi", "384Mi"),
-    "event": ("650m", "1", "160Mi", "320Mi"),
-    "payment": ("300m", "1", "160Mi", "320Mi"),
+    "booking": ("1", "1", "192Mi", "384Mi"),
+    "event": ("900m", "1", "160Mi", "320Mi"),
+    "payment": ("400m", "1", "160Mi", "320Mi"),
     "notification": ("300m", "1", "192Mi", "384Mi"),
-    "edge": ("250m", "2", "128Mi", "256Mi"),
+    "edge": ("300m", "2", "128Mi", "256Mi"),
 }
 # What the cluster's settings are: the services' defaults, the cluster's
 # addresses, and the listeners open to the pod network.
