@@ -185,14 +185,15 @@ class HoldUseCases:
         a taken front is walked once, not by every caller."""
         assert tier is not None
         owner, ttl = owner_of(hold_id), self._ttl_ms
-        after = await self._holds.cursor(str(info.event_id), tier)
+        cursor = await self._holds.cursor(str(info.event_id), tier)
+        start = domain.parse_seat_id(cursor) if cursor else None  # None: from the front
         with_free_seats: list[tuple[str, list[SeatRef]]] = []
         searched, chunk = 0, BEST_AVAILABLE_FIRST_CHUNK
         while searched < BEST_AVAILABLE_SEARCHED:
-            start = domain.parse_seat_id(after) if after else None
             page = await self._events.unsold_seats(info, tier, start, chunk)
             if not page:
                 break
+            after = start.seat_id if start else ""
             taken = await self._events.hold_best(
                 info, tier, after, page, quantity, True, owner, ttl, who.user_id
             )
@@ -203,7 +204,7 @@ class HoldUseCases:
                 searched += len(page)
             if len(page) < chunk:
                 break
-            after = page[-1].seat_id
+            start = page[-1]
             chunk = min(2 * chunk, BEST_AVAILABLE_LARGEST_CHUNK)
         for after, page in with_free_seats:  # no row has them side by side
             taken = await self._events.hold_best(
