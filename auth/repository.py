@@ -253,11 +253,7 @@ class Accounts:
 
     async def revoke_user_refresh_tokens(self, user_id: uuid.UUID) -> None:
         """Every live refresh token of the user, whatever login it came from."""
-        await self._conn.execute(
-            refresh_tokens.update()
-            .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked_time.is_(None))
-            .values(revoked_time=sa.func.now())
-        )
+        await self._revoke(refresh_tokens.c.user_id == user_id)
 
     async def password_hash(self, user_id: uuid.UUID) -> tuple[User, str] | None:
         row = (
@@ -285,8 +281,28 @@ class Accounts:
         return deleted.first() is not None
 
     async def revoke_family(self, family_id: uuid.UUID) -> None:
-        await self._conn.execute(
-            refresh_tokens.update()
-            .where(refresh_tokens.c.family_id == family_id, refresh_tokens.c.revoked_time.is_(None))
-            .values(revoked_time=sa.func.now())
+        await self._revoke(refresh_tokens.c.family_id == family_id)
+
+    async def _revoke(self, tokens: sa.ColumnElement[bool]) -> None:
+        # Locked one by one in digest order first: racing replays of one spent
+        # token all revoke its family, and an UPDATE alone locks rows in
+        # whatever order its scan meets them, so two of them deadlocked.
+        live = tokens & refresh_tokens.c.revoked_time.is_(None)
+        locked = (
+            (
+                await self._conn.execute(
+                    sa.select(refresh_tokens.c.token_digest)
+                    .where(live)
+                    .order_by(refresh_tokens.c.token_digest)
+                    .with_for_update()
+                )
+            )
+            .scalars()
+            .all()
         )
+        if locked:
+            await self._conn.execute(
+                refresh_tokens.update()
+                .where(refresh_tokens.c.token_digest.in_(locked))
+                .values(revoked_time=sa.func.now())
+            )

@@ -159,10 +159,14 @@ class AuthUseCases:
         async with self._engine.begin() as conn:
             accounts = Accounts(conn)
             spent = await accounts.spend_refresh_token(digest)
-            if spent is not None:
-                user = await accounts.get(spent.user_id)
-                if user is not None:
-                    return await self._issue(accounts, user, spent.family_id)
+            user = await accounts.get(spent.user_id) if spent is not None else None
+            if user is not None:
+                return await self._issue(accounts, user, spent.family_id)
+        # A transaction of its own: a spend that lost a race still locks the
+        # token's row, and a revoke holding it would lock the family's rows out
+        # of their order and deadlock with another loser's.
+        async with self._engine.begin() as conn:
+            accounts = Accounts(conn)
             known = await accounts.find_refresh_token(digest)
             reused = known is not None and known.used_time is not None
             if reused:
