@@ -436,19 +436,28 @@ def audit_sale(event_id: str) -> dict[str, int]:
     return {"sold_twice": sold_twice, "orphans": len(sold - confirmed)}
 
 
+# What each email in the sink says, read once: the sink keeps every email of
+# every run, and parsing them all at each poll took the CPU the emails needed.
+_EMAILS_READ: dict[Path, tuple[list[str], float]] = {}
+
+
 def delivered_booking_ids() -> dict[str, float]:
     """Booking ids mentioned in the sink's emails, with when each email landed."""
     found = {}
     for path in (STATE / "mail").glob("*.eml"):
-        message = message_from_bytes(path.read_bytes())
-        for part in message.walk():
-            if part.get_content_type() == "text/plain":
-                text = part.get_payload(decode=True).decode(errors="replace")
-                for word in text.split():
-                    if len(word) == 36 and word.count("-") == 4:
-                        found[word] = path.stat().st_mtime
-                break
+        if path not in _EMAILS_READ:
+            _EMAILS_READ[path] = (_booking_ids_in(path.read_bytes()), path.stat().st_mtime)
+        booking_ids, landed = _EMAILS_READ[path]
+        found.update(dict.fromkeys(booking_ids, landed))
     return found
+
+
+def _booking_ids_in(raw: bytes) -> list[str]:
+    for part in message_from_bytes(raw).walk():
+        if part.get_content_type() == "text/plain":
+            text = part.get_payload(decode=True).decode(errors="replace")
+            return [word for word in text.split() if len(word) == 36 and word.count("-") == 4]
+    return []
 
 
 async def wait_for_emails(booking_ids: set[str], patience: float) -> int:

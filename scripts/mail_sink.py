@@ -38,8 +38,11 @@ class _Keeper:
                 self.messages.append(message)  # type: ignore[arg-type]
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
-            name = f"{time.strftime('%Y%m%d-%H%M%S')}-{number:05d}.eml"
-            (self.directory / name).write_bytes(raw)
+            path = self.directory / f"{time.strftime('%Y%m%d-%H%M%S')}-{number:05d}.eml"
+            # Renamed into place whole, so a reader never sees half an email.
+            part = path.with_suffix(".part")
+            part.write_bytes(raw)
+            part.replace(path)
         return "250 OK"
 
 
