@@ -6,7 +6,7 @@ from notification.api import NotificationServicer
 from notification.service import NotificationUseCases
 from notification.settings import NotificationSettings
 from runtime import cli, db
-from runtime.consumer import Consumer, one_at_a_time
+from runtime.consumer import Consumer
 from runtime.server import GrpcService
 from runtime.signing import KeyRing, ensure_key
 from runtime.tickets import TicketSigner
@@ -45,7 +45,7 @@ async def build(settings: NotificationSettings) -> GrpcService:
             settings.amqp_url,
             QUEUE,
             ROUTING_KEYS,
-            one_at_a_time(use_cases.record),
+            use_cases.record,
             prefetch=settings.prefetch,
         ),
     ]

@@ -24,7 +24,7 @@ from notification.domain import Notification, State
 from notification.mailer import Mailer
 from notification.repository import EmailQueue
 from runtime import failpoints, pagination
-from runtime.consumer import Delivery
+from runtime.consumer import Delivery, PoisonMessage
 from runtime.identity import Caller
 from runtime.tasks import running
 from runtime.tickets import TicketSigner
@@ -45,36 +45,39 @@ class NotificationUseCases:
         self._sender_address = sender_address
         self._wake = asyncio.Event()
 
-    async def record(self, delivery: Delivery) -> None:
-        """Handles one broker message (raises PoisonMessage for one it never can)."""
-        if delivery.message_type == domain.USER_DELETED:
-            await self._erase(domain.deleted_user(delivery.body))
-            return
-        message, kind = domain.parse(delivery.message_type, delivery.body)
-        recipient, user_id = domain.addressee(message)
-        booking_id, event_id = domain.about(message)
-        draft = Notification(
-            uuid.uuid4(),
-            uuid.UUID(user_id),
-            kind,
-            recipient,
-            domain.subject(message, kind),
-            delivery.message_id,
-            delivery.message_type,
-            delivery.body,
-            State.PENDING,
-            0,
-            datetime.now().astimezone(),
-            booking_id=booking_id,
-            event_id=event_id,
-        )
-        async with self._engine.begin() as conn:
-            first = await EmailQueue(conn).record(draft)
-        if first:
-            self._wake.set()
-        else:
-            log.info("message %s seen before; nothing to do", delivery.message_id)
+    async def record(self, deliveries: list[Delivery]) -> dict[str, PoisonMessage]:
+        """Handles a batch of broker messages in order; the ones it never can, by id.
+
+        The notifications between two account deletions are recorded in one
+        transaction: a transaction costs the service more than its rows. Each
+        deletion has one of its own, as it locks the table against recordings."""
+        poison: dict[str, PoisonMessage] = {}
+        drafts: list[Notification] = []
+        for delivery in deliveries:
+            try:
+                if delivery.message_type == domain.USER_DELETED:
+                    await self._record_all(drafts)
+                    drafts = []
+                    await self._erase(domain.deleted_user(delivery.body))
+                else:
+                    drafts.append(_draft(delivery))
+            except PoisonMessage as exc:
+                poison[delivery.message_id] = exc
+        await self._record_all(drafts)
         failpoints.crash_if_armed("notification_after_record")
+        return poison
+
+    async def _record_all(self, drafts: list[Notification]) -> None:
+        if not drafts:
+            return
+        async with self._engine.begin() as conn:
+            queue = EmailQueue(conn)
+            firsts = [await queue.record(draft) for draft in drafts]
+        for draft, first in zip(drafts, firsts, strict=True):
+            if not first:
+                log.info("message %s seen before; nothing to do", draft.message_id)
+        if any(firsts):
+            self._wake.set()
 
     async def _erase(self, user_id: uuid.UUID) -> None:
         async with self._engine.begin() as conn:
@@ -138,3 +141,25 @@ class NotificationUseCases:
         async with self._engine.connect() as conn:
             found = await EmailQueue(conn).page(uuid.UUID(who.user_id), limit + 1, before)
         return pagination.keyset_page(found, limit, lambda n: (n.create_time, n.notification_id))
+
+
+def _draft(delivery: Delivery) -> Notification:
+    """The notification a message calls for (PoisonMessage if it can call for none)."""
+    message, kind = domain.parse(delivery.message_type, delivery.body)
+    recipient, user_id = domain.addressee(message)
+    booking_id, event_id = domain.about(message)
+    return Notification(
+        uuid.uuid4(),
+        uuid.UUID(user_id),
+        kind,
+        recipient,
+        domain.subject(message, kind),
+        delivery.message_id,
+        delivery.message_type,
+        delivery.body,
+        State.PENDING,
+        0,
+        datetime.now().astimezone(),
+        booking_id=booking_id,
+        event_id=event_id,
+    )

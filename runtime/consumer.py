@@ -60,24 +60,8 @@ class Delivery:
     trace_context: str = ""  # the W3C traceparent of the span that sent it, if any
 
 
-Handler = Callable[[Delivery], Awaitable[None]]
 # Handles what it can of a batch in one go; returns the messages it never can.
 BatchHandler = Callable[[list[Delivery]], Awaitable[dict[str, PoisonMessage]]]
-
-
-def one_at_a_time(handler: Handler) -> BatchHandler:
-    """A batch handler that hands each message to `handler` in turn."""
-
-    async def handle(deliveries: list[Delivery]) -> dict[str, PoisonMessage]:
-        poison = {}
-        for delivery in deliveries:
-            try:
-                await handler(delivery)
-            except PoisonMessage as exc:
-                poison[delivery.message_id] = exc
-        return poison
-
-    return handle
 
 
 def retry_delay(attempt: int) -> float:

@@ -19,6 +19,7 @@ from google.protobuf import json_format
 from PIL import Image
 from pypdf import PdfReader
 
+from notification.domain import State
 from runtime.db import libpq_url
 from runtime.signing import KeyRing
 from scripts.mail_sink import MailSink
@@ -35,6 +36,7 @@ from tests.support import (
     register_and_login,
     wait_for,
 )
+from ticketing.auth.v1 import messages_pb2 as auth_messages
 from ticketing.booking.v1 import booking_pb2, booking_pb2_grpc, messages_pb2
 from ticketing.common.v1 import money_pb2
 from ticketing.event.v1 import event_pb2
@@ -53,6 +55,25 @@ def emails_about(
     ]
 
 
+CONFIRMED = "ticketing.booking.v1.BookingConfirmed"
+
+
+def a_confirmation(who: str) -> messages_pb2.BookingConfirmed:
+    """A BookingConfirmed of a booking no service holds, for a new address."""
+    return messages_pb2.BookingConfirmed(
+        booking=booking_pb2.Booking(
+            booking_id=str(uuid.uuid4()),
+            user_id=str(uuid.uuid4()),
+            event_id=str(uuid.uuid4()),
+            seats=[booking_pb2.BookedSeat(seat_id="standard-1-1", tier=1, price=USD_1)],
+            total=USD_1,
+            state=booking_pb2.BOOKING_STATE_CONFIRMED,
+        ),
+        user_email=f"{who}-{uuid.uuid4().hex[:8]}@example.com",
+        event=event_pb2.EventSummary(title="Sentinel", venue="Nowhere"),
+    )
+
+
 def drained(mesh: Mesh, sink: MailSink) -> None:
     """Returns once everything published so far has been handled by both
     subscribers, so a duplicate, if one were coming, has arrived: the booking
@@ -66,25 +87,8 @@ def drained(mesh: Mesh, sink: MailSink) -> None:
             ),
             "the booking outbox to be published",
         )
-    sentinel = messages_pb2.BookingConfirmed(
-        booking=booking_pb2.Booking(
-            booking_id=str(uuid.uuid4()),
-            user_id=str(uuid.uuid4()),
-            event_id=str(uuid.uuid4()),
-            seats=[booking_pb2.BookedSeat(seat_id="standard-1-1", tier=1, price=USD_1)],
-            total=USD_1,
-            state=booking_pb2.BOOKING_STATE_CONFIRMED,
-        ),
-        user_email=f"sentinel-{uuid.uuid4().hex[:8]}@example.com",
-        event=event_pb2.EventSummary(title="Sentinel", venue="Nowhere"),
-    )
-    publish(
-        mesh,
-        "booking.confirmed",
-        sentinel.SerializeToString(),
-        "ticketing.booking.v1.BookingConfirmed",
-        str(uuid.uuid4()),
-    )
+    sentinel = a_confirmation("sentinel")
+    publish(mesh, "booking.confirmed", sentinel.SerializeToString(), CONFIRMED, str(uuid.uuid4()))
     wait_for(
         lambda: any(m["To"] == sentinel.user_email for m in sink.messages),
         "the sentinel's email",
@@ -300,19 +304,18 @@ def republish_outbox_message(mesh: Mesh, booking_id: str) -> None:
 def publish(
     mesh: Mesh, routing_key: str, body: bytes, message_type: str, message_id: str | None
 ) -> None:
-    publish_burst(mesh, routing_key, [(body, message_type, message_id)])
+    publish_burst(mesh, [(routing_key, body, message_type, message_id)])
 
 
-def publish_burst(
-    mesh: Mesh, routing_key: str, messages: list[tuple[bytes, str, str | None]]
-) -> None:
-    """Publishes back to back on one channel, so consumers likely get them as one
-    batch; each confirmed by the broker, since a message still in flight when
-    the connection closes may be lost."""
+def publish_burst(mesh: Mesh, messages: list[tuple[str, bytes, str, str | None]]) -> None:
+    """Publishes (routing key, body, type, message id) back to back on one
+    channel, so consumers likely get them as one batch; each confirmed by the
+    broker, since a message still in flight when the connection closes may be
+    lost."""
     connection = pika.BlockingConnection(pika.URLParameters(mesh.env["AMQP_URL"]))
     channel = connection.channel()
     channel.confirm_delivery()
-    for body, message_type, message_id in messages:
+    for routing_key, body, message_type, message_id in messages:
         channel.basic_publish(
             "ticketing.events",
             routing_key,
@@ -359,13 +362,12 @@ def test_a_burst_is_counted_once_per_message_with_its_poison_dead_lettered(
     sales = f"/v1/events/{event['event_id']}/sales"
     wait_for(lambda: edge.get(sales, token=organizer).body.get("tickets_sold") == 2, "the sale")
     payload = confirmation_payload(mesh, booking["booking_id"])
-    confirmed = "ticketing.booking.v1.BookingConfirmed"
     fresh = [str(uuid.uuid4()) for _ in range(10)]
     garbled = str(uuid.uuid4())
-    burst = [(payload, confirmed, m) for m in fresh]
-    burst += [(payload, confirmed, fresh[0]), (b"\xff not protobuf", confirmed, garbled)]
-    burst += [(payload, confirmed, m) for m in fresh[5:]]  # redelivered within the burst
-    publish_burst(mesh, "booking.confirmed", burst)
+    burst = [(payload, m) for m in fresh]
+    burst += [(payload, fresh[0]), (b"\xff not protobuf", garbled)]
+    burst += [(payload, m) for m in fresh[5:]]  # redelivered within the burst
+    publish_burst(mesh, [("booking.confirmed", body, CONFIRMED, m) for body, m in burst])
     # Each fresh message id counts its two seats once, however the burst was batched.
     wait_for(dead_lettered(mesh, "event.sales", {garbled}), "the poison dead-lettered")
     report = wait_for(
@@ -375,6 +377,39 @@ def test_a_burst_is_counted_once_per_message_with_its_poison_dead_lettered(
     drained(mesh, mail_sink)
     assert edge.get(sales, token=organizer).body == report
     assert report["gross"]["amount_minor"] == str(11 * 20000)
+
+
+def test_a_batch_with_an_account_deletion_and_poison_in_it(mesh: Mesh, mail_sink: MailSink) -> None:
+    """The notification service records a batch in one transaction per run
+    between deletions: what a user.deleted in the burst follows or precedes is
+    erased either way, the other account's messages are recorded once per
+    message id, and the poison among them is dead-lettered alone."""
+    leaving, staying = a_confirmation("leaving"), a_confirmation("staying")
+    deleted = auth_messages.UserDeleted(user_id=leaving.booking.user_id).SerializeToString()
+    staying_ids, garbled = [str(uuid.uuid4()), str(uuid.uuid4())], str(uuid.uuid4())
+    publish_burst(
+        mesh,
+        [
+            ("booking.confirmed", leaving.SerializeToString(), CONFIRMED, str(uuid.uuid4())),
+            ("booking.confirmed", staying.SerializeToString(), CONFIRMED, staying_ids[0]),
+            ("user.deleted", deleted, "ticketing.auth.v1.UserDeleted", str(uuid.uuid4())),
+            ("booking.confirmed", b"\xff not protobuf", CONFIRMED, garbled),
+            ("booking.confirmed", leaving.SerializeToString(), CONFIRMED, str(uuid.uuid4())),
+            ("booking.confirmed", staying.SerializeToString(), CONFIRMED, staying_ids[1]),
+            ("booking.confirmed", staying.SerializeToString(), CONFIRMED, staying_ids[0]),
+        ],
+    )
+    wait_for(dead_lettered(mesh, "notification", {garbled}), "the poison dead-lettered")
+    drained(mesh, mail_sink)
+    assert [m["To"] for m in mail_sink.messages].count(staying.user_email) == 2
+    with psycopg.connect(libpq_url(mesh.env["NOTIFICATION_DATABASE_URL"])) as conn:
+        erased = conn.execute(
+            "SELECT recipient, payload, state FROM notifications WHERE user_id = %s",
+            (leaving.booking.user_id,),
+        ).fetchall()
+    # The first may have been sent before the deletion came: erased all the same.
+    assert [(recipient, bytes(payload)) for recipient, payload, _ in erased] == [("", b"")] * 2
+    assert State.PENDING.value not in {state for _, _, state in erased}
 
 
 def test_poison_messages_are_dead_lettered_and_consumers_go_on(
