@@ -32,6 +32,7 @@ from runtime.tickets import TicketSigner
 log = logging.getLogger(__name__)
 
 SEND_BATCH = 50
+COMPOSE_AHEAD = 25
 LEASE_SECONDS = 120
 
 
@@ -109,9 +110,16 @@ class NotificationUseCases:
         return len(due)
 
     def _compose_and_send(self, due: list[Notification]) -> list[str | None]:
-        return self._mailer.send(
-            [emails.compose(n, self._sender_address, self._signer) for n in due]
-        )
+        # A few at a time, so a batch's PDFs are not all in memory at once.
+        outcomes: list[str | None] = []
+        for start in range(0, len(due), COMPOSE_AHEAD):
+            outcomes += self._mailer.send(
+                [
+                    emails.compose(n, self._sender_address, self._signer)
+                    for n in due[start : start + COMPOSE_AHEAD]
+                ]
+            )
+        return outcomes
 
     @contextlib.asynccontextmanager
     async def delivering(self, poll_seconds: float = 1.0) -> AsyncIterator[None]:
