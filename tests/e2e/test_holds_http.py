@@ -265,6 +265,21 @@ def test_an_expired_hold_is_refused_and_nothing_charged(
     assert audit_event(mesh, event["event_id"]).problems == []
 
 
+def test_a_hold_survives_an_event_service_restart(edge: Edge, event: dict, mesh: Mesh) -> None:
+    """A hold lives in Redis, not in the event service: restarted, the service
+    still shows it, unchanged, and the hold still buys its seats."""
+    buyer = register_and_login(edge, "patient")
+    held = hold(edge, buyer.access_token, event["event_id"], seat_ids=["standard-3-3"]).body
+    mesh.restart("event")
+    again = edge.get(f"/v1/holds/{held['hold_id']}", token=buyer.access_token)
+    assert again.status == 200, again.body
+    assert again.body == held
+    assert statuses(edge, event)["standard-3-3"] == "HELD"
+    booked = book_hold(edge, buyer.access_token, held["hold_id"])
+    assert booked.status == 200 and booked.body["state"] == "BOOKING_STATE_CONFIRMED", booked.body
+    assert audit_event(mesh, event["event_id"]).problems == []
+
+
 def test_two_users_holding_overlapping_seats_one_wins(edge: Edge, event: dict) -> None:
     buyers = [register_and_login(edge, f"racer{i}") for i in range(8)]
     with ThreadPoolExecutor(8) as pool:
