@@ -22,6 +22,7 @@ from tests.support import (
     card,
     event_body,
     register_and_login,
+    wait_for,
 )
 
 
@@ -275,7 +276,16 @@ def test_a_hold_survives_an_event_service_restart(edge: Edge, event: dict, mesh:
     assert again.status == 200, again.body
     assert again.body == held
     assert statuses(edge, event)["standard-3-3"] == "HELD"
-    booked = book_hold(edge, buyer.access_token, held["hold_id"])
+    # Booking's channel to event may still be backing off from the restart:
+    # until it reconnects, booking answers 503 (retry) and the hold stays whole.
+    booked = wait_for(
+        lambda: (
+            (r := book_hold(edge, buyer.access_token, held["hold_id"])).reason
+            != "EVENT_SERVICE_UNAVAILABLE"
+            and r
+        ),
+        "booking to reach the restarted event service",
+    )
     assert booked.status == 200 and booked.body["state"] == "BOOKING_STATE_CONFIRMED", booked.body
     assert audit_event(mesh, event["event_id"]).problems == []
 
