@@ -284,9 +284,9 @@ class Accounts:
         await self._revoke(refresh_tokens.c.family_id == family_id)
 
     async def _revoke(self, tokens: sa.ColumnElement[bool]) -> None:
-        # Locked one by one in digest order first: racing replays of one spent
-        # token all revoke its family, and an UPDATE alone locks rows in
-        # whatever order its scan meets them, so two of them deadlocked.
+        # Locked in digest order first: revokes of overlapping tokens (racing
+        # replays of one family, a password change) then wait for each other
+        # instead of each locking rows in its own scan's order.
         live = tokens & refresh_tokens.c.revoked_time.is_(None)
         locked = (
             (

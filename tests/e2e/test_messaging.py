@@ -380,10 +380,10 @@ def test_a_burst_is_counted_once_per_message_with_its_poison_dead_lettered(
 
 
 def test_a_batch_with_an_account_deletion_and_poison_in_it(mesh: Mesh, mail_sink: MailSink) -> None:
-    """The notification service records a batch in one transaction per run
-    between deletions: what a user.deleted in the burst follows or precedes is
-    erased either way, the other account's messages are recorded once per
-    message id, and the poison among them is dead-lettered alone."""
+    """A burst the notification service likely takes as one batch: what a
+    user.deleted in it follows or precedes is erased either way, the other
+    account's messages are recorded once per message id, and the poison among
+    them is dead-lettered alone."""
     leaving, staying = a_confirmation("leaving"), a_confirmation("staying")
     deleted = auth_messages.UserDeleted(user_id=leaving.booking.user_id).SerializeToString()
     staying_ids, garbled = [str(uuid.uuid4()), str(uuid.uuid4())], str(uuid.uuid4())

@@ -99,8 +99,8 @@ def test_refresh_rotates_and_reuse_revokes_the_family(
 def test_concurrent_refreshes_of_one_token_yield_one_pair(
     auth: auth_pb2_grpc.AuthServiceStub,
 ) -> None:
-    # Several rounds: the losers' revokes of the family once deadlocked in
-    # about one round in fifty, and answered UNAVAILABLE.
+    # Several rounds: the losers' revokes of the family once deadlocked, in a
+    # few of every few hundred rounds, and answered UNAVAILABLE.
     for _ in range(10):
         user = register(auth)
         tokens = auth.Login(auth_pb2.LoginRequest(email=user.email, password="s3cret-pass"))
