@@ -58,6 +58,13 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
     def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
     ) -> trace_service_pb2.ExportTraceServiceResponse:
+        if not self._keep and not self._watched and not self._echo:
+            # The bench's case: a count is all it wants, and the receiver shares
+            # the mesh's cores, so it builds nothing per span.
+            count = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+            with self._lock:
+                self._count += count
+            return trace_service_pb2.ExportTraceServiceResponse()
         received = []
         for resource_spans in request.resource_spans:
             service = next(
