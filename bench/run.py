@@ -20,11 +20,12 @@ Sections, each with its baseline measured in the same run:
   refund  an event of 2,000 confirmed bookings cancelled: until all are refunded,
           and until every buyer's email is in the sink
   search  ListEvents with each filter over 100,000 more events
-  tracing the sale four times, tracing off, on, on, off (on: every service and
-          Envoy exporting to an OTLP receiver the bench runs), each after
-          restarting the mesh's services and Envoy so, one process at a time;
-          each mode's two sales pooled; last, the mesh is restarted as `make up`
-          started it
+  tracing the sale six times: tracing off, on, sampled, sampled, on, off (on:
+          every request traced, every service and Envoy exporting to an OTLP
+          receiver the bench runs; sampled: Envoy tracing 10% of the requests,
+          the services following its decision), each after restarting the mesh's
+          services and Envoy so, one process at a time; each mode's two sales
+          pooled; last, the mesh is restarted as `make up` started it
   redis   Redis loses all its data (FLUSHDB of the mesh's database) under a
           5,000-seat event sold half way and a 100,000-seat one with 60,000
           sold, while 4 clients each hold, book and read the seat map: until
@@ -1272,6 +1273,7 @@ SEARCH_VENUES = ("Main Hall", "Riverside", "Old Mill", "Arena", "Blue Room")
 
 
 TRACING_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+SAMPLE_PERCENT_ENV = "TRACING_SAMPLE_PERCENT"
 
 
 def restart_mesh(env: dict[str, str] | None) -> None:
@@ -1285,10 +1287,13 @@ def restart_mesh(env: dict[str, str] | None) -> None:
         mesh.restart(name, env=env)
 
 
-# Off, on, on, off: the host's speed drifts over minutes (the same sale ran at
-# 100 and at 140 confirmed/s an hour apart), and a drift that is steady over the
-# four sales weighs on both modes alike.
-TRACING_ORDER = ("off", "on", "on", "off")
+# Off, on, sampled, sampled, on, off: the host's speed drifts over minutes (the
+# same sale ran at 100 and at 140 confirmed/s an hour apart), and a drift that
+# is steady over the six sales weighs on every mode alike.
+TRACING_ORDER = ("off", "on", "sampled", "sampled", "on", "off")
+# "sampled": Envoy starts a trace for this share of the requests (the services
+# follow its decision); "on": for every one.
+TRACING_SAMPLED_PERCENT = 10
 
 
 async def tracing_section(args: argparse.Namespace, admin: str) -> dict[str, Any]:
@@ -1297,31 +1302,36 @@ async def tracing_section(args: argparse.Namespace, admin: str) -> dict[str, Any
 
     # Counting spans only: its memory and CPU stay small beside the sale's.
     receiver = OtlpReceiver(free_port(), keep=False).start()
-    sales: dict[str, list[dict[str, Any]]] = {"off": [], "on": []}
-    spans = 0
+    environments = {
+        "off": {TRACING_ENV: ""},
+        "on": {TRACING_ENV: receiver.endpoint, SAMPLE_PERCENT_ENV: "100"},
+        "sampled": {
+            TRACING_ENV: receiver.endpoint,
+            SAMPLE_PERCENT_ENV: str(TRACING_SAMPLED_PERCENT),
+        },
+    }
+    sales: dict[str, list[dict[str, Any]]] = {mode: [] for mode in environments}
+    spans = dict.fromkeys(environments, 0)
     try:
         for mode in TRACING_ORDER:
-            endpoint = receiver.endpoint if mode == "on" else ""
-            await asyncio.to_thread(restart_mesh, {TRACING_ENV: endpoint})
+            await asyncio.to_thread(restart_mesh, environments[mode])
             await asyncio.to_thread(vacuum_databases)  # each sale on no dead rows
             before = receiver.count
             sales[mode].append(await sale_section(args, admin))
-            if mode == "on":
-                # The last spans leave the services on their exporters' next tick.
-                await asyncio.sleep(2)
-                spans += receiver.count - before
+            # Envoy's last spans leave on its tracer's next flush (5 s), the
+            # services' on their exporters' next tick.
+            await asyncio.sleep(0 if mode == "off" else 6)
+            spans[mode] += receiver.count - before
     finally:
         await asyncio.to_thread(restart_mesh, None)
         receiver.stop()
-    off, on = (_pooled(sales[mode]) for mode in ("off", "on"))
-    return {
-        "off": off,
-        "on": on,
-        "sales": sales,
-        "spans_received": spans,
-        "spans_per_confirmed": round(spans / max(on["confirmed_bookings"], 1), 1),
-        "on_vs_off": round(on["confirmed_per_second"] / max(off["confirmed_per_second"], 0.1), 2),
-    }
+    pooled = {mode: _pooled(sales[mode]) for mode in environments}
+    for mode, sale in pooled.items():
+        sale["spans_per_confirmed"] = round(spans[mode] / max(sale["confirmed_bookings"], 1), 1)
+        sale["vs_off"] = round(
+            sale["confirmed_per_second"] / max(pooled["off"]["confirmed_per_second"], 0.1), 2
+        )
+    return {**pooled, "sampled_percent": TRACING_SAMPLED_PERCENT, "sales": sales}
 
 
 def _pooled(sales: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1605,31 +1615,43 @@ def table(results: dict[str, Any]) -> str:
         )
     if "tracing" in results:
         traced = results["tracing"]
-        for mode in ("off", "on"):
+        names = {
+            "off": "tracing off (baseline)",
+            "on": "tracing every request",
+            "sampled": f"tracing {traced.get('sampled_percent', '?')}% of requests",
+        }
+        for mode, name in names.items():
+            if mode not in traced:
+                continue
             sale = traced[mode]
             each = " and ".join(str(c) for c in sale.get("each_confirmed_per_second", ()))
             row(
                 "tracing",
-                f"sale, {sale['buyers']} buyers, tracing {mode}"
-                + (" (baseline)" if mode == "off" else ""),
+                f"sale, {sale['buyers']} buyers, {name}",
                 f"{sale['confirmed_per_second']} confirmed/s ({each}), p99 {sale['p99_ms']} ms, "
                 f"{sale['cpu_ms_per_confirmed']} ms CPU each",
             )
-        off, on = (traced[m]["cpu_ms_per_confirmed_by_process"] for m in ("off", "on"))
-        row(
-            "tracing",
-            "CPU tracing adds per confirmed booking, by process",
-            ", ".join(
-                f"{name} {on[name] - off.get(name, 0.0):+.2f}"
-                for name in sorted(on, key=lambda n: off.get(n, 0.0) - on[n])
+        off = traced["off"]["cpu_ms_per_confirmed_by_process"]
+        for mode in ("on", "sampled"):
+            if mode not in traced:
+                continue
+            sale = traced[mode]
+            added = sale["cpu_ms_per_confirmed_by_process"]
+            row(
+                "tracing",
+                f"CPU {names[mode]} adds per confirmed booking, by process",
+                ", ".join(
+                    f"{name} {added[name] - off.get(name, 0.0):+.2f}"
+                    for name in sorted(added, key=lambda n: off.get(n, 0.0) - added[n])
+                )
+                + " ms",
             )
-            + " ms",
-        )
-        row(
-            "tracing",
-            "on / off confirmed/s (target ≥ 0.9)",
-            f"{traced['on_vs_off']} ({traced['spans_per_confirmed']} spans per confirmed)",
-        )
+            target = " (target ≥ 0.9)" if mode == "on" else ""
+            row(
+                "tracing",
+                f"{names[mode].removeprefix('tracing ')} / off confirmed/s{target}",
+                f"{sale['vs_off']} ({sale['spans_per_confirmed']} spans per confirmed)",
+            )
     if "search" in results:
         search = results["search"]
         for name, found in search.items():

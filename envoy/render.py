@@ -13,8 +13,9 @@ Addresses come from the same environment variables the services read
 Edge settings: EDGE_PORT, EDGE_LISTEN_ADDRESS, EDGE_ADMIN_PORT, EDGE_ADMIN_ADDRESS,
 CORS_ALLOWED_ORIGINS (comma-separated), AUTH_RATE_LIMIT_PER_MINUTE (login and
 register, per Envoy), MAX_REQUEST_BYTES, JWKS_CACHE_SECONDS, and
-OTEL_EXPORTER_OTLP_ENDPOINT (runtime.tracing): when set, Envoy traces every
-request to that collector and hands the services its `traceparent`.
+OTEL_EXPORTER_OTLP_ENDPOINT (runtime.tracing): when set, Envoy traces the
+requests (every one, or TRACING_SAMPLE_PERCENT of those that come without a
+trace) to that collector and hands the services its `traceparent`.
 
 Envoy talks to the services over mutual TLS as the `edge` workload, with the
 files of runtime.tls (TLS_DIR, or TLS_CA_FILE / TLS_CERT_FILE / TLS_KEY_FILE).
@@ -549,10 +550,12 @@ OTEL_CLUSTER = "otel_collector"
 SYSTEM_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
-def tracing_settings() -> dict[str, Any]:
-    """The connection manager's settings that trace every request (to the
-    collector's cluster, over OTLP/gRPC) as the `edge` service; the router
-    sends each request's span on to the service as `traceparent`."""
+def tracing_settings(sample_percent: float) -> dict[str, Any]:
+    """The connection manager's settings that trace requests (to the collector's
+    cluster, over OTLP/gRPC) as the `edge` service: `sample_percent` of those
+    that come without a trace, and those whose `traceparent` is sampled. The
+    router sends each request's span on to the service as `traceparent`, the
+    decision in its flags."""
     return {
         "tracing": {
             "random_sampling": {"value": 100},
@@ -562,6 +565,19 @@ def tracing_settings() -> dict[str, Any]:
                     "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
                     "grpc_service": {"envoy_grpc": {"cluster_name": OTEL_CLUSTER}, "timeout": "2s"},
                     "service_name": "edge",
+                    # The tracer's own sampler: the connection manager's
+                    # random_sampling has no say with the request id kept out
+                    # of sampling (below), and every request would be traced.
+                    "sampler": otel_sampler(
+                        "parent_based",
+                        wrapped_sampler=otel_sampler(
+                            "trace_id_ratio_based",
+                            sampling_percentage={
+                                "numerator": round(sample_percent * 10_000),
+                                "denominator": "MILLION",
+                            },
+                        ),
+                    ),
                 },
             },
         },
@@ -573,6 +589,18 @@ def tracing_settings() -> dict[str, Any]:
                 "pack_trace_reason": False,
                 "use_request_id_for_trace_sampling": False,
             }
+        },
+    }
+
+
+def otel_sampler(name: str, **settings: Any) -> dict[str, Any]:
+    """Envoy's OpenTelemetry sampler extension `name`, e.g. parent_based."""
+    kind = "".join(part.title() for part in name.split("_"))
+    return {
+        "name": f"envoy.tracers.opentelemetry.samplers.{name}",
+        "typed_config": {
+            "@type": extension(f"tracers.opentelemetry.samplers.v3.{kind}SamplerConfig"),
+            **settings,
         },
     }
 
@@ -674,7 +702,7 @@ def config(descriptor_path: Path) -> dict[str, Any]:
             ),
             filter_("envoy.filters.http.router", "filters.http.router.v3.Router"),
         ],
-        **(tracing_settings() if collector else {}),
+        **(tracing_settings(tracing.sample_percent(ENV)) if collector else {}),
     }
     return {
         "admin": {

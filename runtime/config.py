@@ -74,7 +74,12 @@ class Env:
         return self._in_range(name, raw, value, minimum, maximum, default)
 
     def number(
-        self, name: str, default: float, minimum: float | None = None, above: float | None = None
+        self,
+        name: str,
+        default: float,
+        minimum: float | None = None,
+        above: float | None = None,
+        maximum: float | None = None,
     ) -> float:
         """A number; `above` is an exclusive lower bound (a timeout above 0)."""
         raw = self._raw(name)
@@ -91,7 +96,7 @@ class Env:
         if above is not None and value <= above:
             self._refuse(name, raw, f"must be more than {above:g}")
             return default
-        return self._in_range(name, raw, value, minimum, None, default)
+        return self._in_range(name, raw, value, minimum, maximum, default)
 
     def flag(self, name: str, default: bool) -> bool:
         raw = self._raw(name)

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from runtime.config import Env
 
 ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
+# The percentage of requests Envoy starts a sampled trace for. The services'
+# samplers follow the decision each call's `traceparent` carries (the SDK's
+# default, ParentBased), so an unsampled booking records and exports nothing.
+SAMPLE_PERCENT = "TRACING_SAMPLE_PERCENT"
 TRACEPARENT = "traceparent"
 # What the gRPC interceptors leave alone: Envoy's health checks every second
 # (a trace each would drown the bookings) and reflection.
@@ -45,6 +49,11 @@ def endpoint(env: Env) -> str:
         env.refuse(ENDPOINT, f"={value!r} must be http://host:port (or https://)")
         return ""
     return value
+
+
+def sample_percent(env: Env) -> float:
+    """TRACING_SAMPLE_PERCENT, 100 (every request) unless it says less."""
+    return env.number(SAMPLE_PERCENT, 100.0, minimum=0.0, maximum=100.0)
 
 
 def host_port(url: str) -> tuple[str, int]:

