@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from runtime.signing import KeyRing
+from scripts.mesh import Mesh, free_port
 
 T = TypeVar("T")
 
@@ -262,3 +263,11 @@ def next_code(sink: Any, email: str, kind: str, seen: int = 0) -> str:
         f"code {seen + 1} ({kind}) for {email}",
     )
     return codes[seen]
+
+
+def start_second_edge(mesh: Mesh, name: str, **env: str) -> Edge:
+    """Another Envoy in front of the test mesh's services, with `env` over its
+    environment, on ports of its own; `mesh.stop(name)` stops it."""
+    port = free_port()
+    mesh.start_envoy(name, env={"EDGE_PORT": str(port), "EDGE_ADMIN_PORT": str(free_port()), **env})
+    return Edge(f"http://127.0.0.1:{port}")

@@ -25,6 +25,7 @@ from tests.support import (
     mint_token,
     next_code,
     register_and_login,
+    start_second_edge,
     unique_email,
     wait_for,
 )
@@ -204,17 +205,9 @@ def strict_edge(mesh: Mesh) -> Iterator[Edge]:
         name="event-verified",
         env={"EVENT_GRPC_ADDR": event_addr, "REQUIRE_VERIFIED_EMAIL": "true"},
     )
-    port = free_port()
-    mesh.start_envoy(
-        "envoy-verified",
-        env={
-            "EDGE_PORT": str(port),
-            "EDGE_ADMIN_PORT": str(free_port()),
-            "BOOKING_GRPC_ADDR": booking_addr,
-            "EVENT_GRPC_ADDR": event_addr,
-        },
+    yield start_second_edge(
+        mesh, "envoy-verified", BOOKING_GRPC_ADDR=booking_addr, EVENT_GRPC_ADDR=event_addr
     )
-    yield Edge(f"http://127.0.0.1:{port}")
     mesh.stop("envoy-verified")
     mesh.stop("event-verified")
     mesh.stop("booking-verified")

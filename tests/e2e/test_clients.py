@@ -20,6 +20,7 @@ import pytest
 from scripts.mail_sink import MailSink
 from scripts.mesh import REPO, Mesh, free_port
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
+from tests.support import start_second_edge
 
 CLIENTS = [
     "clients/curl/purchase.sh",
@@ -206,22 +207,14 @@ def test_browser_page_over_grpc_web(mesh: Mesh, page_origin: str) -> None:
     whose CORS allows the page's origin: the events, a seat map, a booking,
     and two refusals' reasons read through the headers CORS exposes."""
     run(mesh, str(REPO / "node_modules" / ".bin" / "tsc"), "--noEmit", "-p", "clients/web")
-    port = free_port()
-    mesh.start_envoy(
-        "envoy-web",
-        env={
-            "EDGE_PORT": str(port),
-            "EDGE_ADMIN_PORT": str(free_port()),
-            "CORS_ALLOWED_ORIGINS": page_origin,
-        },
-    )
+    web_edge = start_second_edge(mesh, "envoy-web", CORS_ALLOWED_ORIGINS=page_origin)
     try:
         out = run(
             mesh,
             "node",
             "--test",
             "clients/web/browser.test.mjs",
-            EDGE=f"http://127.0.0.1:{port}",
+            EDGE=web_edge.base_url,
             PAGE=f"{page_origin}/",
         )
     finally:

@@ -19,7 +19,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from runtime.signing import generate_key
 from runtime.status import ERROR_DOMAIN
-from scripts.mesh import REPO, Mesh, free_port
+from scripts.mesh import REPO, Mesh
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from tests.e2e.test_auth_http import assert_error
 from tests.support import (
@@ -27,6 +27,7 @@ from tests.support import (
     create_event_grpc,
     login,
     register_and_login,
+    start_second_edge,
     unique_email,
     wait_for,
 )
@@ -37,16 +38,7 @@ from ticketing.event.v1 import event_pb2, event_pb2_grpc
 @pytest.fixture(scope="module")
 def strict_edge(mesh: Mesh) -> Edge:
     """A second Envoy with a login/register limit of 3 a minute."""
-    port = free_port()
-    mesh.start_envoy(
-        "envoy-strict",
-        env={
-            "EDGE_PORT": str(port),
-            "EDGE_ADMIN_PORT": str(free_port()),
-            "AUTH_RATE_LIMIT_PER_MINUTE": "3",
-        },
-    )
-    yield Edge(f"http://127.0.0.1:{port}")
+    yield start_second_edge(mesh, "envoy-strict", AUTH_RATE_LIMIT_PER_MINUTE="3")
     mesh.stop("envoy-strict")
 
 

@@ -9,7 +9,14 @@ import secrets
 
 from scripts.mesh import Mesh, free_port
 from scripts.otlp_receiver import OtlpReceiver, ReceivedSpan
-from tests.support import Edge, card, event_body, register_and_login, wait_for
+from tests.support import (
+    Edge,
+    card,
+    event_body,
+    register_and_login,
+    start_second_edge,
+    wait_for,
+)
 
 BOOKING = "/ticketing.booking.v1.BookingService/CreateBooking"
 LOCK = "/ticketing.event.v1.EventService/LockSeat"
@@ -116,18 +123,10 @@ def test_envoy_traces_the_share_it_is_told_to_and_the_services_follow(
     or by the service it reaches; one whose traceparent is sampled still is,
     end to end (the samplers are parent-based)."""
     own = OtlpReceiver(free_port(), keep=True).start()
-    port = free_port()
-    mesh.start_envoy(
-        "envoy-sampled",
-        env={
-            "EDGE_PORT": str(port),
-            "EDGE_ADMIN_PORT": str(free_port()),
-            "OTEL_EXPORTER_OTLP_ENDPOINT": own.endpoint,
-            "TRACING_SAMPLE_PERCENT": "0",
-        },
+    sampled = start_second_edge(
+        mesh, "envoy-sampled", OTEL_EXPORTER_OTLP_ENDPOINT=own.endpoint, TRACING_SAMPLE_PERCENT="0"
     )
     try:
-        sampled = Edge(f"http://127.0.0.1:{port}")
         for _ in range(30):
             assert sampled.get("/v1/events?page_size=1").status == 200
         trace_id = secrets.token_hex(16)
