@@ -565,9 +565,9 @@ def tracing_settings(sample_percent: float) -> dict[str, Any]:
                     "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
                     "grpc_service": {"envoy_grpc": {"cluster_name": OTEL_CLUSTER}, "timeout": "2s"},
                     "service_name": "edge",
-                    # The tracer's own sampler: the connection manager's
-                    # random_sampling has no say with the request id kept out
-                    # of sampling (below), and every request would be traced.
+                    # The tracer's own sampler decides: with the request id
+                    # kept out of sampling (below), the connection manager's
+                    # random_sampling at 10% still traced every request.
                     "sampler": otel_sampler(
                         "parent_based",
                         wrapped_sampler=otel_sampler(
