@@ -67,13 +67,13 @@ SCALED = ("event", "booking")  # the sale's hot path: HorizontalPodAutoscalers
 # the 200 bookings/s target (event, booking, payment, envoy), the rest by
 # their share of the sale. Limits: twice the memory request; one core for a
 # Python service (one event loop cannot use more), two where threads work too
-# (auth's argon2 pool, Envoy's workers, booking's outbox relay and consumer
-# threads beside its loop). tests/unit/test_kubernetes.py holds
+# (auth's argon2 pool, Envoy's workers, booking's and event's outbox relay and
+# consumer threads beside the loop). tests/unit/test_kubernetes.py holds
 # them to the bench's numbers.
 RESOURCES = {
     "auth": ("300m", "2", "192Mi", "384Mi"),
-    "booking": ("1100m", "2", "192Mi", "384Mi"),
-    "event": ("1", "1", "160Mi", "320Mi"),
+    "booking": ("1200m", "2", "192Mi", "384Mi"),
+    "event": ("1100m", "2", "160Mi", "320Mi"),
     "payment": ("450m", "1", "160Mi", "320Mi"),
     "notification": ("300m", "1", "192Mi", "384Mi"),
     "edge": ("300m", "2", "128Mi", "256Mi"),
