@@ -384,7 +384,7 @@ async def sale_section(
     last_email_seconds = round(time.perf_counter() - started - elapsed, 1)
     attempts = sum(outcomes.values())
     by_process = {
-        n: round((cpu_after[n] - cpu_before.get(n, 0.0)) * 1000 / max(len(confirmed), 1), 2)
+        n: (cpu_after[n] - cpu_before.get(n, 0.0)) * 1000 / max(len(confirmed), 1)
         for n in sorted(cpu_after)
         if n != "notification"
     }
@@ -409,7 +409,7 @@ async def sale_section(
         "last_email_after_seconds": last_email_seconds,
         # Everything but the emails, refused attempts included, per confirmed booking.
         "cpu_ms_per_confirmed": round(sum(by_process.values()), 2),
-        "cpu_ms_per_confirmed_by_process": by_process,
+        "cpu_ms_per_confirmed_by_process": {n: round(ms, 2) for n, ms in by_process.items()},
         # The buyers run on the same two cores: what they take, the mesh cannot use.
         "load_generator_cpu_share": round(own_cpu / (elapsed * (os.cpu_count() or 1)), 3),
     }

@@ -558,7 +558,6 @@ def tracing_settings(sample_percent: float) -> dict[str, Any]:
     decision in its flags."""
     return {
         "tracing": {
-            "random_sampling": {"value": 100},
             "provider": {
                 "name": "envoy.tracers.opentelemetry",
                 "typed_config": {
@@ -567,7 +566,8 @@ def tracing_settings(sample_percent: float) -> dict[str, Any]:
                     "service_name": "edge",
                     # The tracer's own sampler decides: with the request id
                     # kept out of sampling (below), the connection manager's
-                    # random_sampling at 10% still traced every request.
+                    # random_sampling at 10% still traced every request, so it
+                    # is left at its default.
                     "sampler": otel_sampler(
                         "parent_based",
                         wrapped_sampler=otel_sampler(
